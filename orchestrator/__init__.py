@@ -1,0 +1,1 @@
+"""The service around provpt_core: study files, Ray Tune, Optuna, MLflow and result tables."""

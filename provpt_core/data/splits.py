@@ -1,0 +1,90 @@
+"""Decoded splits as uint8 tensors; batches are slices, normalisation happens on the device.
+
+VTAB-1k uses no augmentation, so every image is decoded and resized once; a whole training
+split of 1000 images at 224 px is 150 MB of uint8 and lives on the GPU for the whole trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    """One split: uint8 images [N, 3, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(
+                f"images: expected a uint8 tensor [N, 3, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels: expected shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
+            )
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.labels.to(device))
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of (uint8 images, labels); shuffled when a generator is given."""
+        n = len(self)
+        if generator is None:
+            order = None
+        else:
+            order = torch.randperm(n, generator=generator).to(self.images.device)
+        for start in range(0, n, batch_size):
+            if order is None:
+                yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+            else:
+                rows = order[start : start + batch_size]
+                yield self.images[rows], self.labels[rows]
+
+
+class Normalizer:
+    """uint8 [B, 3, H, W] -> float, (x / 255 - mean) / std, on the images' device."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+
+@dataclass
+class DataSplits:
+    """What one trial trains and evaluates on."""
+
+    train: ImageSet
+    num_classes: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    val: ImageSet | None = None
+    test: ImageSet | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            if split is None:
+                continue
+            bad = split.labels[(split.labels < 0) | (split.labels >= self.num_classes)]
+            if len(bad):
+                raise ValueError(
+                    f"{self.name or 'data'} {split_name}: label {int(bad[0])} outside "
+                    f"[0, {self.num_classes})"
+                )

@@ -1,0 +1,324 @@
+"""fit(): the epoch loop of one trial, its evaluation, and its complete, restorable state.
+
+The `Trainer` owns everything a trial trains: model, optimizer, scheduler, the method's own
+state (e.g. PRO-VPT's allocator with its buffer and optimizer), the RNG states and the epoch.
+`state_dict()` holds all of it, so a run interrupted after any epoch and restored continues
+exactly as if it had never stopped (bitwise on CPU).
+
+Whoever runs a trial (a script, a Ray Tune trainable) plugs in through callbacks; the engine
+imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from provpt_core.backbone import load_backbone
+from provpt_core.data import DataSplits, Normalizer
+from provpt_core.methods import create_method
+from provpt_core.trial import TrialConfig
+
+CHECKPOINT_FORMAT = 1
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Callback:
+    """Hooks for whoever runs a trial. Set `trainer.should_stop = True` to stop after an epoch."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+
+    def on_relocation(self, trainer: Trainer, event: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What a trial produced."""
+
+    epochs_completed: int
+    finished: bool  # all configured epochs ran
+    history: list[dict[str, float]]  # per-epoch metrics
+    final_val_acc: float | None
+    best_val_acc: float | None
+    test_acc: float | None
+    distribution: list[int] | None  # prompts per block at the end
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # e.g. "relocation"
+    trainable_params: int = 0
+    wall_seconds: float = 0.0
+
+
+def fit(
+    config: TrialConfig,
+    data: DataSplits,
+    callbacks: Sequence[Callback] = (),
+    resume_from: str | Path | None = None,
+) -> FitResult:
+    """Train one trial; continue from a checkpoint file when `resume_from` is given."""
+    trainer = Trainer(config, data, callbacks)
+    if resume_from is not None:
+        trainer.load_checkpoint(resume_from)
+    return trainer.fit()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, config: TrialConfig, data: DataSplits, callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        train = config.train
+        if train.threads is not None:
+            torch.set_num_threads(train.threads)
+        self.device = resolve_device(train.device)
+        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
+        torch.manual_seed(train.seed)
+        self.method = create_method(config.method)
+        self.model = self.method.build_model(load_backbone(config.backbone), data.num_classes).to(self.device)
+        self.normalize = Normalizer(data.mean, data.std, self.device)
+        self.splits = {
+            name: split.to(self.device)
+            for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+            if split is not None
+        }
+        self.feature_cache: dict[str, torch.Tensor] = {}
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.shuffle = torch.Generator().manual_seed(train.seed)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.should_stop = False
+        self.method.setup(self)
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self) -> FitResult:
+        start = time.perf_counter()
+        if self.method.frozen_features:
+            self._cache_features()
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        epochs, val_every = self.config.train.epochs, self.config.eval.val_every
+        while self.epoch < epochs and not self.should_stop:
+            self.method.on_epoch_start(self, self.epoch)
+            metrics = self._train_epoch()
+            self.epoch += 1
+            if "val" in self.splits and (self.epoch == epochs or (val_every and self.epoch % val_every == 0)):
+                metrics.update(self.evaluate("val"))
+            self.history.append(metrics)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, metrics)
+        finished = self.epoch == epochs
+        test_acc = None
+        if finished and self.config.eval.test_at_end and "test" in self.splits:
+            test_acc = self.evaluate("test")["test_acc"]
+        val_accs = [m["val_acc"] for m in self.history if "val_acc" in m]
+        prompts = self.model.prompts
+        result = FitResult(
+            epochs_completed=self.epoch,
+            finished=finished,
+            history=list(self.history),
+            final_val_acc=self.history[-1].get("val_acc") if self.history else None,
+            best_val_acc=max(val_accs) if val_accs else None,
+            test_acc=test_acc,
+            distribution=prompts.counts() if hasattr(prompts, "counts") else None,
+            events={k: list(v) for k, v in self.events.items()},
+            trainable_params=self.trainable_params(),
+            wall_seconds=time.perf_counter() - start,
+        )
+        for callback in self.callbacks:
+            callback.on_fit_end(self, result)
+        return result
+
+    def _train_epoch(self) -> dict[str, float]:
+        start = time.perf_counter()
+        self.model.train()
+        clip = self.config.train.grad_clip
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for inputs, labels in self.train_batches():
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self._forward(inputs)
+            loss = F.cross_entropy(logits.float(), labels)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            self.method.after_backward(self, loss)
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+        self.scheduler.step()
+        train_loss = float(loss_sum) / seen
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"training loss is {train_loss} in epoch {self.epoch + 1} (lr {lr:g})")
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": float(correct) / seen,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - start,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Top-1 accuracy and mean loss on `split` ("val" or "test")."""
+        self.model.eval()
+        inputs, labels = self._split_inputs(split)
+        size = self.config.eval.batch_size
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(labels), size):
+            logits = self._forward(inputs[start : start + size]).float()
+            batch_labels = labels[start : start + size]
+            loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
+            correct += (logits.argmax(1) == batch_labels).sum()
+        return {f"{split}_acc": float(correct) / len(labels), f"{split}_loss": float(loss_sum) / len(labels)}
+
+    # ------------------------------------------------- what methods may call
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled training batches (inputs, labels) on the device, from the trial's generator."""
+        inputs, labels = self._split_inputs("train")
+        order = torch.randperm(len(labels), generator=self.shuffle).to(self.device)
+        size = self.config.train.batch_size
+        for start in range(0, len(labels), size):
+            rows = order[start : start + size]
+            yield inputs[rows], labels[rows]
+
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self._forward(inputs).float(), labels)
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None:
+        """Record an event of the method (e.g. "relocation") and pass it to the callbacks."""
+        self.events.setdefault(event, []).append(payload)
+        for callback in self.callbacks:
+            handler = getattr(callback, f"on_{event}", None)
+            if handler is not None:
+                handler(self, payload)
+
+    def trainable_params(self) -> int:
+        return sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
+
+    # ------------------------------------------------------------- internals
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.feature_cache:
+                return self.model.head(inputs)
+            return self.model(self.normalize(inputs))
+
+    def _split_inputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = self.splits[split].labels
+        if self.feature_cache:
+            return self.feature_cache[split], labels
+        return self.splits[split].images, labels
+
+    @torch.no_grad()
+    def _cache_features(self) -> None:
+        """Backbone features of every split, once: valid when nothing before the head trains."""
+        self.model.eval()
+        size = self.config.eval.batch_size
+        for name, split in self.splits.items():
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                chunks = [
+                    self.model.features(self.normalize(split.images[i : i + size]))
+                    for i in range(0, len(split), size)
+                ]
+            self.feature_cache[name] = torch.cat(chunks).float()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        train = self.config.train
+        groups = []
+        for group in self.method.param_groups(self.model):
+            role = group.pop("role", "body")
+            lr = train.head_lr if role == "head" and train.head_lr is not None else train.lr
+            groups.append({"lr": lr, "weight_decay": train.weight_decay, **group})
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+        return torch.optim.AdamW(groups, lr=train.lr)
+
+    def _lr_factor(self, epoch: int) -> float:
+        train = self.config.train
+        if train.schedule == "constant":
+            return 1.0
+        if epoch < train.warmup_epochs:
+            return (epoch + 1) / train.warmup_epochs
+        progress = (epoch - train.warmup_epochs) / max(1, train.epochs - train.warmup_epochs)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "rng": rng,
+            "history": list(self.history),
+            "events": {k: list(v) for k, v in self.events.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r}; this version reads {CHECKPOINT_FORMAT}")
+        mine = self.config.to_dict()
+        if state["config"] != mine:
+            differing = _differences(state["config"], mine)
+            raise ValueError(f"checkpoint was written by another trial config; differing fields: {differing[:5]}")
+        self.model.load_trainable_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.shuffle.set_state(state["rng"]["shuffle"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.events = {k: list(v) for k, v in state["events"].items()}
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the complete state atomically: a reader never sees a partial file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        torch.save(self.state_dict(), partial)
+        os.replace(partial, path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]

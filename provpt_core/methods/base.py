@@ -1,0 +1,70 @@
+"""What a fine-tuning method is: its config, its model, and its hooks into the epoch loop.
+
+A method knows nothing of the loop that runs it (the engine's `Trainer`); the trainer calls
+the hooks below at fixed points and hands itself over, so a method can read the model, the
+optimizer and the data, run extra passes, and emit events for callbacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from provpt_core.model import VPT_HEAD_BIAS, PromptedViT
+
+if TYPE_CHECKING:
+    from provpt_core.engine import Trainer
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has."""
+
+    head_bias: float = VPT_HEAD_BIAS
+
+
+class Method:
+    """Base class: a linear head on the frozen backbone, with no-op hooks."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    # True when the backbone features do not depend on any trained parameter, so the engine
+    # may compute them once per split and train the head on cached features.
+    frozen_features: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+
+    def build_model(self, backbone: VisionTransformer, num_classes: int) -> PromptedViT:
+        return PromptedViT(backbone, num_classes, prompts=None, head_bias=self.config.head_bias)
+
+    def param_groups(self, model: PromptedViT) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; a group may carry "role": "head" for a separate head lr."""
+        head = list(model.head.parameters())
+        head_ids = {id(p) for p in head}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head, "role": "head"}]
+        if rest:
+            groups.insert(0, {"params": rest, "role": "body"})
+        return groups
+
+    # Hooks, in the order the trainer calls them. All optional.
+    def setup(self, trainer: Trainer) -> None:
+        """Once the model, optimizer and data exist, before a checkpoint is restored."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """Before the training batches of `epoch` (0-based)."""
+
+    def after_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        """After a training step's backward and gradient clipping, before the optimizer step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state outside the model (e.g. an allocator), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise KeyError(f"method {self.name} keeps no state, but the checkpoint has {sorted(state)}")

@@ -1,0 +1,172 @@
+"""The PPO allocator, as the PRO-VPT reference runs it.
+
+State (3L values): the per-block idleness sums z-normalised across blocks, the per-block prompt
+counts after the pruned prompt left divided by their total, and a one-hot of the source block.
+Action: a categorical over the L blocks. Separate actor and critic MLPs; one Adam with an lr
+per network; a clipped-surrogate update of `update_epochs` passes after every `buffer_size`
+rewarded choices, with Monte-Carlo returns normalised by the buffer's mean and std. The
+reference's values are the defaults; with its 2-choice buffer and gamma 1 the normalised
+returns are always +-0.707, set by the sign of the first reward alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from provpt_core.config import check
+from provpt_core.relocation.allocators import Allocator, Observation
+
+_RETURN_EPS = 1e-7
+_STATE_EPS = 1e-8
+
+
+@dataclass
+class PPOConfig:
+    buffer_size: int = 2  # rewarded choices per update
+    update_epochs: int = 60
+    gamma: float = 1.0
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    clip: float = 0.2
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    hidden: int = 64
+    normalize_returns: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.buffer_size >= 1, "buffer_size", "an integer >= 1", self.buffer_size)
+        check(self.update_epochs >= 1, "update_epochs", "an integer >= 1", self.update_epochs)
+        check(0.0 <= self.gamma <= 1.0, "gamma", "a number in [0, 1]", self.gamma)
+        check(self.actor_lr > 0, "actor_lr", "a number > 0", self.actor_lr)
+        check(self.critic_lr > 0, "critic_lr", "a number > 0", self.critic_lr)
+        check(self.clip > 0, "clip", "a number > 0", self.clip)
+        check(self.hidden >= 1, "hidden", "an integer >= 1", self.hidden)
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, outputs)
+    )
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, state_dim: int, actions: int, hidden: int) -> None:
+        super().__init__()
+        self.actor = nn.Sequential(_mlp(state_dim, hidden, actions), nn.Softmax(dim=-1))
+        self.critic = _mlp(state_dim, hidden, 1)
+
+    def evaluate(self, states: torch.Tensor, actions: torch.Tensor):
+        dist = torch.distributions.Categorical(probs=self.actor(states))
+        return dist.log_prob(actions), self.critic(states).squeeze(-1), dist.entropy()
+
+
+def ppo_state(observation: Observation) -> torch.Tensor:
+    scores = observation.block_scores.float()
+    z = (scores - scores.mean()) / (scores.std(unbiased=False) + _STATE_EPS)
+    counts = observation.counts.float()
+    share = counts / counts.sum().clamp_min(1.0)
+    source = torch.zeros_like(scores)
+    source[observation.source] = 1.0
+    return torch.cat([z, share, source])
+
+
+def discounted_returns(rewards: list[float], gamma: float, normalize: bool) -> torch.Tensor:
+    returns, running = [], 0.0
+    for reward in reversed(rewards):
+        running = reward + gamma * running
+        returns.insert(0, running)
+    out = torch.tensor(returns, dtype=torch.float32)
+    if normalize and len(out) > 1:
+        out = (out - out.mean()) / (out.std() + _RETURN_EPS)
+    return out
+
+
+class PPOAllocator(Allocator):
+    def __init__(self, num_blocks: int, seed: int, config: PPOConfig) -> None:
+        super().__init__(num_blocks, seed)
+        self.config = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.policy = ActorCritic(3 * num_blocks, num_blocks, config.hidden)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.policy.actor.parameters(), "lr": config.actor_lr},
+                {"params": self.policy.critic.parameters(), "lr": config.critic_lr},
+            ]
+        )
+        self.states: list[torch.Tensor] = []
+        self.actions: list[int] = []
+        self.logprobs: list[float] = []
+        self.values: list[float] = []
+        self.rewards: list[float] = []
+
+    def choose(self, observation: Observation) -> int:
+        state = ppo_state(observation)
+        with torch.no_grad():
+            probs = self.policy.actor(state)
+            action = int(torch.multinomial(probs, 1, generator=self.generator))
+            value = float(self.policy.critic(state))
+        self.states.append(state)
+        self.actions.append(action)
+        self.logprobs.append(float(torch.log(probs[action])))
+        self.values.append(value)
+        return action
+
+    def reward(self, value: float) -> dict[str, Any]:
+        self.rewards.extend([value] * (len(self.actions) - len(self.rewards)))
+        if len(self.rewards) < self.config.buffer_size:
+            return {}
+        return self.update()
+
+    def update(self) -> dict[str, Any]:
+        """One PPO update on the rewarded choices in the buffer, which is then cleared."""
+        cfg = self.config
+        n = len(self.rewards)
+        returns = discounted_returns(self.rewards, cfg.gamma, cfg.normalize_returns)
+        states = torch.stack(self.states[:n])
+        actions = torch.tensor(self.actions[:n])
+        old_logprobs = torch.tensor(self.logprobs[:n])
+        advantages = returns - torch.tensor(self.values[:n])
+        for _ in range(cfg.update_epochs):
+            logprobs, values, entropy = self.policy.evaluate(states, actions)
+            ratios = torch.exp(logprobs - old_logprobs)
+            surrogate = torch.min(
+                ratios * advantages, torch.clamp(ratios, 1 - cfg.clip, 1 + cfg.clip) * advantages
+            )
+            value_loss = nn.functional.mse_loss(values, returns, reduction="none")
+            loss = -surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            self.optimizer.zero_grad()
+            loss.mean().backward()
+            self.optimizer.step()
+        del self.states[:n], self.actions[:n], self.logprobs[:n], self.values[:n], self.rewards[:n]
+        return {"ppo_returns": returns.tolist(), "ppo_loss": float(loss.mean().detach())}
+
+    def action_probabilities(self, observation: Observation) -> torch.Tensor:
+        with torch.no_grad():
+            return self.policy.actor(ppo_state(observation))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "states": [s.clone() for s in self.states],
+            "actions": list(self.actions),
+            "logprobs": list(self.logprobs),
+            "values": list(self.values),
+            "rewards": list(self.rewards),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.states = [s.clone() for s in state["states"]]
+        self.actions = list(state["actions"])
+        self.logprobs = list(state["logprobs"])
+        self.values = list(state["values"])
+        self.rewards = list(state["rewards"])

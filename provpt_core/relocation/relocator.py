@@ -1,0 +1,134 @@
+"""PRO-VPT's relocation step: prune the most idle prompts, let an allocator place them.
+
+At a relocation epoch, given every prompt's idleness and the training-loss figure:
+1. the reward of the previous relocation's choices is credited:
+   loss(previous) - loss(now) - reward_correction * max idleness(now);
+2. the `prompts_per_move` prompts with the largest positive idleness are pruned (none if no
+   score is positive);
+3. for each, the allocator picks a destination block; the prompt moves there, rescaled by
+   `moved_rescale`, its momentum kept or reset. Choosing the source block means no move.
+The total number of prompts is conserved (except with the prune-only allocator `none`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from provpt_core.config import check
+from provpt_core.prompts import PRUNED, PromptBank
+from provpt_core.relocation.allocators import (
+    Allocator,
+    Observation,
+    PruneOnly,
+    RandomAllocator,
+    ThompsonAllocator,
+)
+from provpt_core.relocation.ppo import PPOAllocator, PPOConfig
+
+
+@dataclass
+class RelocationConfig:
+    idleness: Literal["accumulated", "reference"] = "accumulated"
+    allocator: Literal["ppo", "thompson", "random", "none"] = "ppo"
+    interval: int = 1  # epochs between relocations
+    warmup_epochs: int = 1  # the first relocation happens at the start of this epoch (0-based)
+    stop_epoch: int | None = None  # no relocation from this epoch on; None: until the last epoch
+    prompts_per_move: int = 1
+    reward_correction: float = 1.0  # weight of the largest idleness in the reward
+    moved_rescale: float = 1e-3
+    keep_momentum: bool = True
+    identification_clip: float | None = 0.25  # reference pass: joint clip of prompts + head
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self) -> None:
+        check(self.interval >= 1, "interval", "an integer >= 1", self.interval)
+        check(self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", self.warmup_epochs)
+        check(self.prompts_per_move >= 1, "prompts_per_move", "an integer >= 1", self.prompts_per_move)
+        check(
+            self.identification_clip is None or self.identification_clip > 0,
+            "identification_clip",
+            "null or a number > 0",
+            self.identification_clip,
+        )
+
+
+def make_allocator(config: RelocationConfig, num_blocks: int, seed: int) -> Allocator:
+    if config.allocator == "ppo":
+        return PPOAllocator(num_blocks, seed, config.ppo)
+    kinds = {"thompson": ThompsonAllocator, "random": RandomAllocator, "none": PruneOnly}
+    return kinds[config.allocator](num_blocks, seed)
+
+
+class Relocator:
+    def __init__(self, config: RelocationConfig, num_blocks: int, seed: int) -> None:
+        self.config = config
+        self.num_blocks = num_blocks
+        self.allocator = make_allocator(config, num_blocks, seed)
+        self.previous_loss: float | None = None
+        self.awaiting_reward = False
+
+    def is_due(self, epoch: int, total_epochs: int) -> bool:
+        cfg = self.config
+        stop = total_epochs if cfg.stop_epoch is None else min(cfg.stop_epoch, total_epochs)
+        return cfg.warmup_epochs <= epoch < stop and (epoch - cfg.warmup_epochs) % cfg.interval == 0
+
+    def step(
+        self,
+        bank: PromptBank,
+        optimizer: torch.optim.Optimizer,
+        scores: torch.Tensor,
+        loss: float,
+        epoch: int,
+    ) -> dict[str, Any]:
+        """One relocation; returns the event record (moves, distribution, reward, ...)."""
+        block_of = bank.block_of.cpu()
+        active = block_of != PRUNED
+        max_score = float(scores[active].max()) if active.any() else 0.0
+        event: dict[str, Any] = {"epoch": epoch, "loss": loss, "max_idleness": max_score}
+        if self.awaiting_reward:
+            reward = self.previous_loss - loss - self.config.reward_correction * max_score
+            event["reward"] = reward
+            event.update(self.allocator.reward(reward))
+        self.previous_loss = loss
+
+        block_scores = torch.zeros(self.num_blocks).index_add_(0, block_of[active], scores[active])
+        event["block_idleness"] = block_scores.tolist()
+        candidates = torch.nonzero(active & (scores > 0)).flatten()
+        ranked = candidates[torch.argsort(scores[candidates], descending=True, stable=True)]
+        moves = []
+        for prompt in ranked[: self.config.prompts_per_move].tolist():
+            source = int(block_of[prompt])
+            counts = torch.tensor(bank.counts())
+            counts[source] -= 1
+            destination = self.allocator.choose(Observation(block_scores.clone(), counts, source))
+            block_scores[source] -= scores[prompt]
+            if destination != source:
+                self._move(bank, optimizer, prompt, destination)
+            moves.append({"prompt": prompt, "source": source, "destination": destination})
+        self.awaiting_reward = bool(moves)
+        event["moves"] = moves
+        event["distribution"] = bank.counts()
+        return event
+
+    def _move(self, bank: PromptBank, optimizer: torch.optim.Optimizer, prompt: int, block: int) -> None:
+        bank.relocate(prompt, block, self.config.moved_rescale)
+        if self.config.keep_momentum:
+            return
+        for value in optimizer.state.get(bank.weight, {}).values():
+            if torch.is_tensor(value) and value.shape == bank.weight.shape:
+                value[prompt].zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "allocator": self.allocator.state_dict(),
+            "previous_loss": self.previous_loss,
+            "awaiting_reward": self.awaiting_reward,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.allocator.load_state_dict(state["allocator"])
+        self.previous_loss = state["previous_loss"]
+        self.awaiting_reward = state["awaiting_reward"]
