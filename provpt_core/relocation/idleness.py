@@ -11,7 +11,7 @@ import torch
 
 def idleness(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Per-prompt scores <grad_k, p_k> for a prompt bank weight [n, dim]."""
-    return (grad.detach().float() * weight.detach().float()).sum(dim=1)
+    return (grad.detach() * weight.detach()).sum(dim=1)
 
 
 class IdlenessMeter:

@@ -1,0 +1,31 @@
+"""Shared fixtures. The hub must never be asked (no network here): set before timm loads."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from provpt_core.data.synthetic import synthetic_splits  # noqa: E402
+from provpt_core.tiny_vit import TINY_VIT_NAME  # noqa: E402
+from provpt_core.trial import TrialConfig  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny_trial(method: dict, eval: dict | None = None, **train) -> TrialConfig:
+    """A CPU-sized trial on the tiny 12-block ViT with random weights."""
+    return TrialConfig.from_dict(
+        {
+            "backbone": {"name": TINY_VIT_NAME, "weights": "random"},
+            "method": method,
+            "train": {"epochs": 4, "lr": 0.05, "batch_size": 32, "threads": 1, **train},
+            "eval": eval or {},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return synthetic_splits(num_classes=4, train=96, val=64, test=64, seed=0)

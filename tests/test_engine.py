@@ -1,0 +1,173 @@
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_trial
+from provpt_core.data.synthetic import synthetic_splits
+from provpt_core.engine import Callback, DivergedError, Trainer, fit
+from provpt_core.trial import TrialConfig
+
+METHODS = {
+    "linear": {"name": "linear"},
+    "vpt_shallow": {"name": "vpt_shallow", "num_prompts": 3},
+    "vpt_deep": {"name": "vpt_deep", "num_prompts": 2},
+    "provpt": {"name": "provpt", "num_prompts": 2},
+    "provpt_reference": {"name": "provpt", "num_prompts": 2, "relocation": {"idleness": "reference"}},
+    "provpt_thompson": {
+        "name": "provpt",
+        "num_prompts": 2,
+        "relocation": {"allocator": "thompson", "prompts_per_move": 2, "keep_momentum": False},
+    },
+}
+
+
+class StopAndSave(Callback):
+    def __init__(self, after: int, path) -> None:
+        self.after, self.path = after, path
+
+    def on_epoch_end(self, trainer, metrics):
+        if trainer.epoch == self.after:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.calls = []
+
+    def on_fit_start(self, trainer):
+        self.calls.append(("start", trainer.epoch))
+
+    def on_epoch_end(self, trainer, metrics):
+        self.calls.append(("epoch", metrics["epoch"]))
+
+    def on_relocation(self, trainer, event):
+        self.calls.append(("relocation", event["epoch"], tuple(event["distribution"])))
+
+    def on_fit_end(self, trainer, result):
+        self.calls.append(("end", result.epochs_completed))
+
+
+def _trainable(trainer):
+    return {k: v.clone() for k, v in trainer.model.trainable_state_dict().items()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_is_identical_to_an_uninterrupted_run(method, tiny_data, tmp_path):
+    config = tiny_trial(METHODS[method], epochs=4)
+    straight = Trainer(config, tiny_data)
+    straight_result = straight.fit()
+
+    first = Trainer(config, tiny_data, [StopAndSave(2, tmp_path / "ckpt.pt")])
+    halfway = first.fit()
+    assert not halfway.finished and halfway.test_acc is None
+    resumed = Trainer(config, tiny_data)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    resumed_result = resumed.fit()
+
+    assert resumed_result.finished and resumed_result.epochs_completed == 4
+    a, b = _trainable(straight), _trainable(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed_result.distribution == straight_result.distribution
+    assert resumed_result.history == [
+        {**m, "epoch_seconds": r["epoch_seconds"]} for m, r in zip(straight_result.history, resumed_result.history)
+    ]
+    assert resumed_result.events == straight_result.events
+    assert resumed_result.test_acc == straight_result.test_acc
+
+
+def test_relocations_reach_callbacks_and_conserve_prompts(tiny_data):
+    recorder = Recorder()
+    result = fit(tiny_trial(METHODS["provpt"], epochs=5), tiny_data, [recorder])
+    relocations = [c for c in recorder.calls if c[0] == "relocation"]
+    assert [c[1] for c in relocations] == [1, 2, 3, 4]
+    assert all(sum(c[2]) == 24 for c in relocations) and sum(result.distribution) == 24
+    assert recorder.calls[0] == ("start", 0) and recorder.calls[-1] == ("end", 5)
+    assert [c[0] for c in recorder.calls[1:4]] == ["epoch", "relocation", "epoch"]
+    assert len(result.events["relocation"]) == 4
+
+
+def test_prompt_tuning_learns_the_synthetic_task():
+    data = synthetic_splits(num_classes=4, train=256, val=128, test=128, seed=1)
+    result = fit(tiny_trial(METHODS["vpt_deep"], epochs=8, lr=0.1, eval={"val_every": 2}), data)
+    losses = [m["train_loss"] for m in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.test_acc > 0.4  # chance is 0.25
+    assert [m["epoch"] for m in result.history if "val_acc" in m] == [2, 4, 6, 8]
+    assert result.best_val_acc == max(m["val_acc"] for m in result.history if "val_acc" in m)
+    assert result.final_val_acc == result.history[-1]["val_acc"]
+
+
+def test_linear_probe_on_cached_features_matches_the_full_forward(tiny_data, monkeypatch):
+    config = tiny_trial(METHODS["linear"], epochs=3)
+    cached = Trainer(config, tiny_data)
+    cached_result = cached.fit()
+    assert set(cached.feature_cache) == {"train", "val", "test"}
+    from provpt_core.methods.linear import LinearProbe
+
+    monkeypatch.setattr(LinearProbe, "frozen_features", False)
+    full = Trainer(config, tiny_data)
+    full_result = full.fit()
+    assert not full.feature_cache
+    torch.testing.assert_close(cached.model.head.weight, full.model.head.weight, rtol=1e-4, atol=1e-5)
+    assert cached_result.test_acc == full_result.test_acc
+    assert cached_result.trainable_params == 64 * 4 + 4
+
+
+def test_divergence_is_reported(tiny_data):
+    with pytest.raises(DivergedError, match="training loss is (nan|inf) in epoch 1"):
+        fit(tiny_trial(METHODS["vpt_deep"], epochs=2, lr=1e30, grad_clip=None), tiny_data)
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_data, tmp_path):
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=2), tiny_data)
+    trainer.save_checkpoint(tmp_path / "a.pt")
+    other = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=2, lr=0.5), tiny_data)
+    with pytest.raises(ValueError, match=r"train\.lr: 0\.05 -> 0\.5"):
+        other.load_checkpoint(tmp_path / "a.pt")
+
+
+def test_checkpoint_is_loadable_with_weights_only(tiny_data, tmp_path):
+    trainer = Trainer(tiny_trial(METHODS["provpt"], epochs=2), tiny_data)
+    trainer.fit()
+    path = trainer.save_checkpoint(tmp_path / "c.pt")
+    state = torch.load(path, weights_only=True)
+    assert not any(k.startswith("backbone.") for k in state["model"])  # the frozen backbone is not copied
+    assert state["epoch"] == 2 and "relocator" in state["method"]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_warmup_cosine_schedule(tiny_data):
+    config = tiny_trial(METHODS["vpt_deep"], epochs=6, lr=0.1, schedule="cosine", warmup_epochs=2)
+    lrs = [m["lr"] for m in fit(config, tiny_data).history]
+    expected = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_head_lr_and_adamw(tiny_data):
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], optimizer="adamw", lr=0.01, head_lr=0.2), tiny_data)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    lrs = sorted(group["lr"] for group in trainer.optimizer.param_groups)
+    assert lrs == [0.01, 0.2]
+
+
+def test_reference_pass_leaves_weights_and_optimizer_untouched(tiny_data):
+    config = tiny_trial(METHODS["provpt_reference"], epochs=2)
+    trainer = Trainer(config, tiny_data)
+    trainer.fit()
+    before = _trainable(trainer)
+    momentum = {id(p): s["momentum_buffer"].clone() for p, s in trainer.optimizer.state.items()}
+    trainer.method.meter.reset()
+    trainer.method._identification_pass(trainer)
+    after = _trainable(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(momentum[id(p)], s["momentum_buffer"]) for p, s in trainer.optimizer.state.items())
+    assert trainer.method.meter.batches == math.ceil(len(tiny_data.train) / config.train.batch_size)
+
+
+def test_trial_runs_from_a_plain_dict(tiny_data):
+    config = TrialConfig.from_dict(tiny_trial(METHODS["provpt"], epochs=2).to_dict())
+    assert fit(config, tiny_data).epochs_completed == 2
