@@ -171,3 +171,14 @@ def test_reference_pass_leaves_weights_and_optimizer_untouched(tiny_data):
 def test_trial_runs_from_a_plain_dict(tiny_data):
     config = TrialConfig.from_dict(tiny_trial(METHODS["provpt"], epochs=2).to_dict())
     assert fit(config, tiny_data).epochs_completed == 2
+
+
+def test_bf16_autocast_when_asked_and_fp32_by_default_on_cpu(tiny_data):
+    default = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1), tiny_data)
+    assert not default.bf16
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1, precision="bf16"), tiny_data)
+    assert trainer.bf16
+    images, _ = next(trainer.train_batches())
+    assert trainer._forward(images).dtype == torch.bfloat16
+    assert trainer.model.prompts.weight.dtype == torch.float32  # parameters stay fp32
+    assert math.isfinite(trainer.fit().history[-1]["train_loss"])
