@@ -2,9 +2,10 @@
 
 Weights come from one of three places, chosen by `BackboneConfig.weights`:
 
-- ``"hub"``: the pretrained weights of the timm name, read from the local Hugging Face cache
-  only. A cluster fetches them once (``python -m provpt_core.backbone fetch NAME``) instead of
-  every trial downloading them; a cache miss is one clear error, never a retry loop.
+- ``"pretrained"``: the pretrained weights of the timm name. A model whose pretrained config
+  names a file (the bundled tiny ViT) reads that file; a hub model reads the local Hugging Face
+  cache only. A cluster fetches hub weights once (``python -m provpt_core.backbone fetch NAME``)
+  instead of every trial downloading them; a cache miss is one clear error, never a retry loop.
 - a path to a local file: Google's ``.npz`` ViT checkpoints, ``.safetensors``, or ``.pth``
   (read with ``weights_only=True``).
 - ``"random"``: timm's random init (tests, and the ablation "no pretraining").
@@ -29,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from provpt_core import tiny_vit  # noqa: F401  (registers the bundled tiny ViT names with timm)
 from provpt_core.config import check
 
-HUB = "hub"
+PRETRAINED = "pretrained"
 RANDOM = "random"
 WEIGHT_SUFFIXES = (".npz", ".safetensors", ".pth", ".pt", ".bin")
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -44,15 +45,15 @@ class BackboneConfig:
     """Which ViT, and where its weights come from."""
 
     name: str = "vit_base_patch16_224.orig_in21k"
-    weights: str = HUB  # "hub", "random", or a path to a .npz / .safetensors / .pth file
+    weights: str = PRETRAINED  # "pretrained", "random", or a .npz / .safetensors / .pth path
     img_size: int | None = None  # None: the model's own input size
 
     def __post_init__(self) -> None:
         check(bool(self.name), "name", "a timm model name", self.name)
         check(
-            self.weights in (HUB, RANDOM) or self.weights.endswith(WEIGHT_SUFFIXES),
+            self.weights in (PRETRAINED, RANDOM) or self.weights.endswith(WEIGHT_SUFFIXES),
             "weights",
-            f"'hub', 'random' or a path ending in one of {', '.join(WEIGHT_SUFFIXES)}",
+            f"'pretrained', 'random' or a path ending in one of {', '.join(WEIGHT_SUFFIXES)}",
             self.weights,
         )
 
@@ -85,10 +86,20 @@ def _weight_file(config: BackboneConfig) -> Path | None:
     """The file to read weights from, checked before any model is built."""
     if config.weights == RANDOM:
         return None
-    path = _cached_hub_file(config.name) if config.weights == HUB else Path(config.weights).expanduser()
+    if config.weights == PRETRAINED:
+        path = _pretrained_file(config.name)
+    else:
+        path = Path(config.weights).expanduser()
     if not path.is_file():
         raise BackboneLoadError(f"backbone '{config.name}': weight file {path} does not exist")
     return path
+
+
+def _pretrained_file(name: str) -> Path:
+    pretrained = get_pretrained_cfg(name)
+    if pretrained is not None and pretrained.file:
+        return Path(pretrained.file)
+    return _cached_hub_file(name)
 
 
 def _cached_hub_file(name: str) -> Path:

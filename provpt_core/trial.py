@@ -105,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # prompts per block, reference identification pass and PPO, SGD lr 2.5 constant, 100
     # epochs, batch 64, clip 0.25. Their seeds are 18, 25 and 42.
     "reference": {
-        "backbone": {"name": "vit_base_patch16_224.orig_in21k", "weights": "hub"},
+        "backbone": {"name": "vit_base_patch16_224.orig_in21k", "weights": "pretrained"},
         "method": {
             "name": "provpt",
             "num_prompts": 20,

@@ -77,7 +77,7 @@ def test_hub_name_without_cached_weights_fails_without_network_and_gives_advice(
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(BackboneLoadError) as caught:
-        load_backbone(BackboneConfig(name="vit_base_patch16_224.orig_in21k", weights="hub"))
+        load_backbone(BackboneConfig(name="vit_base_patch16_224.orig_in21k", weights="pretrained"))
     message = str(caught.value)
     assert "vit_base_patch16_224.orig_in21k" in message and "provpt_core.backbone fetch" in message
     assert str(tmp_path) in message and "\n" not in message
@@ -101,5 +101,5 @@ def test_hub_name_loads_from_the_local_hub_cache(tmp_path, monkeypatch):
     snapshot.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, snapshot / "model.safetensors")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    loaded = load_backbone(BackboneConfig(name=name, weights="hub"))
+    loaded = load_backbone(BackboneConfig(name=name, weights="pretrained"))
     assert _same_weights(loaded, reference)

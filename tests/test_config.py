@@ -28,7 +28,7 @@ def test_round_trip_keeps_every_field():
         ({"method": {"name": "lora"}}, "method.name: unknown method 'lora'"),
         ({"method": {"name": "provpt", "relocation": {"ppo": {"gamma": 2.0}}}}, "method.relocation.ppo.gamma"),
         ({"method": {"name": "vpt_deep", "dropout": 1.5}}, "method.dropout: expected a probability"),
-        ({"backbone": {"weights": "model.ckpt"}}, "backbone.weights: expected 'hub', 'random' or a path"),
+        ({"backbone": {"weights": "model.ckpt"}}, "backbone.weights: expected 'pretrained', 'random' or a path"),
         ({"preset": "mine"}, "preset: unknown preset 'mine'"),
         ({"trian": {}}, "trian: unknown field"),
     ],
