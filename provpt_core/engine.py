@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from provpt_core.backbone import load_backbone
-from provpt_core.data import DataSplits, Normalizer
+from provpt_core.data import DataSplits, Normalizer, crop_batch, load_data
 from provpt_core.methods import create_method
 from provpt_core.trial import TrialConfig
 
@@ -63,11 +63,14 @@ class FitResult:
 
 def fit(
     config: TrialConfig,
-    data: DataSplits,
+    data: DataSplits | None = None,
     callbacks: Sequence[Callback] = (),
     resume_from: str | Path | None = None,
 ) -> FitResult:
-    """Train one trial; continue from a checkpoint file when `resume_from` is given."""
+    """Train one trial; continue from a checkpoint file when `resume_from` is given.
+
+    Without `data`, the splits of `config.data` are loaded (decoded once into the cache).
+    """
     trainer = Trainer(config, data, callbacks)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
@@ -81,7 +84,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, config: TrialConfig, data: DataSplits, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(
+        self, config: TrialConfig, data: DataSplits | None = None, callbacks: Sequence[Callback] = ()
+    ) -> None:
         self.config = config
         self.callbacks = list(callbacks)
         train = config.train
@@ -91,10 +96,17 @@ class Trainer:
         self.bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
         torch.manual_seed(train.seed)
         self.method = create_method(config.method)
-        self.model = self.method.build_model(load_backbone(config.backbone), data.num_classes).to(self.device)
+        backbone = load_backbone(config.backbone)
+        if data is None:
+            data = load_data(config.data, resolution=backbone.patch_embed.img_size[0])
+        self.data = data
+        self.model = self.method.build_model(backbone, data.num_classes).to(self.device)
         self.normalize = Normalizer(data.mean, data.std, self.device)
+        # A split that fits the budget lives on the device for the whole trial; a larger one
+        # stays in host memory and moves batch by batch.
+        budget = train.device_data_mb * 2**20
         self.splits = {
-            name: split.to(self.device)
+            name: split.to(self.device) if split.nbytes <= budget else split
             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
             if split is not None
         }
@@ -111,7 +123,7 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def fit(self) -> FitResult:
         start = time.perf_counter()
-        if self.method.frozen_features:
+        if self.method.frozen_features and self.data.crop is None:
             self._cache_features()
         for callback in self.callbacks:
             callback.on_fit_start(self)
@@ -158,7 +170,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         for inputs, labels in self.train_batches():
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self._forward(inputs)
+            logits = self._forward(inputs, train=True)
             loss = F.cross_entropy(logits.float(), labels)
             loss.backward()
             if clip is not None:
@@ -189,8 +201,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for start in range(0, len(labels), size):
-            logits = self._forward(inputs[start : start + size]).float()
-            batch_labels = labels[start : start + size]
+            logits = self._forward(inputs[start : start + size].to(self.device)).float()
+            batch_labels = labels[start : start + size].to(self.device)
             loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
             correct += (logits.argmax(1) == batch_labels).sum()
         return {f"{split}_acc": float(correct) / len(labels), f"{split}_loss": float(loss_sum) / len(labels)}
@@ -199,14 +211,15 @@ class Trainer:
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled training batches (inputs, labels) on the device, from the trial's generator."""
         inputs, labels = self._split_inputs("train")
-        order = torch.randperm(len(labels), generator=self.shuffle).to(self.device)
+        order = torch.randperm(len(labels), generator=self.shuffle).to(inputs.device)
         size = self.config.train.batch_size
         for start in range(0, len(labels), size):
             rows = order[start : start + size]
-            yield inputs[rows], labels[rows]
+            yield inputs[rows].to(self.device, non_blocking=True), labels[rows].to(self.device)
 
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self._forward(inputs).float(), labels)
+        """Training-mode loss of a batch from `train_batches` (augmentation included)."""
+        return F.cross_entropy(self._forward(inputs, train=True).float(), labels)
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Record an event of the method (e.g. "relocation") and pass it to the callbacks."""
@@ -220,11 +233,17 @@ class Trainer:
         return sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
 
     # ------------------------------------------------------------- internals
-    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _forward(self, inputs: torch.Tensor, train: bool = False) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.feature_cache:
                 return self.model.head(inputs)
-            return self.model(self.normalize(inputs))
+            return self.model(self._prepare(inputs, train))
+
+    def _prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 images -> the model's float input: crop (and flip) if the data asks, normalise."""
+        if self.data.crop is not None:
+            images = crop_batch(images, self.data.crop, train, self.shuffle)
+        return self.normalize(images)
 
     def _split_inputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = self.splits[split].labels
@@ -240,7 +259,7 @@ class Trainer:
         for name, split in self.splits.items():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 chunks = [
-                    self.model.features(self.normalize(split.images[i : i + size]))
+                    self.model.features(self.normalize(split.images[i : i + size].to(self.device)))
                     for i in range(0, len(split), size)
                 ]
             self.feature_cache[name] = torch.cat(chunks).float()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from provpt_core.backbone import BackboneConfig
 from provpt_core.config import ConfigError, as_dict, build, check
+from provpt_core.data.loading import DataConfig
 from provpt_core.methods import MethodConfig, build_method_config, method_spec
 from provpt_core.methods.vpt import VPTDeepConfig
 
@@ -36,6 +37,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"  # auto: cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None: torch's default
+    device_data_mb: int = 4096  # splits up to this size live on the device for the whole trial
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
@@ -73,6 +75,7 @@ class TrialConfig:
     method: MethodConfig = field(default_factory=VPTDeepConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # used when fit() is given no data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
@@ -95,10 +98,11 @@ class TrialConfig:
             "method": method_spec(self.method),
             "train": as_dict(self.train),
             "eval": as_dict(self.eval),
+            "data": as_dict(self.data),
         }
 
 
-_FIELD_TYPES = {"backbone": BackboneConfig, "train": TrainConfig, "eval": EvalConfig}
+_FIELD_TYPES = {"backbone": BackboneConfig, "train": TrainConfig, "eval": EvalConfig, "data": DataConfig}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' published PRO-VPT command (CIFAR-100, VTAB-1k): ViT-B/16 orig_in21k, 20

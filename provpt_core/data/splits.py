@@ -7,8 +7,6 @@ split of 1000 images at 224 px is 150 MB of uint8 and lives on the GPU for the w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
-
 import torch
 
 
@@ -37,21 +35,9 @@ class ImageSet:
     def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device))
 
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of (uint8 images, labels); shuffled when a generator is given."""
-        n = len(self)
-        if generator is None:
-            order = None
-        else:
-            order = torch.randperm(n, generator=generator).to(self.images.device)
-        for start in range(0, n, batch_size):
-            if order is None:
-                yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
-            else:
-                rows = order[start : start + batch_size]
-                yield self.images[rows], self.labels[rows]
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
 
 
 class Normalizer:
@@ -76,6 +62,9 @@ class DataSplits:
     val: ImageSet | None = None
     test: ImageSet | None = None
     name: str = ""
+    # Images are stored larger and cropped to this size on the device: a random crop and
+    # horizontal flip per training image, the centre crop for evaluation (FGVC). None: as stored.
+    crop: int | None = None
 
     def __post_init__(self) -> None:
         for split_name in ("train", "val", "test"):
@@ -88,3 +77,21 @@ class DataSplits:
                     f"{self.name or 'data'} {split_name}: label {int(bad[0])} outside "
                     f"[0, {self.num_classes})"
                 )
+
+
+def crop_batch(images: torch.Tensor, size: int, train: bool, generator: torch.Generator) -> torch.Tensor:
+    """Crop a [B, 3, H, W] batch to size x size: random crop + flip when training, else centre."""
+    batch, _, height, width = images.shape
+    if not train:
+        top, left = (height - size) // 2, (width - size) // 2
+        return images[:, :, top : top + size, left : left + size]
+    tops = torch.randint(height - size + 1, (batch,), generator=generator)
+    lefts = torch.randint(width - size + 1, (batch,), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    steps = torch.arange(size)
+    rows = (tops[:, None] + steps).to(images.device)
+    cols = lefts[:, None] + steps
+    cols = torch.where(flips[:, None], cols.flip(1), cols).to(images.device)
+    index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channel = torch.arange(3, device=images.device)[None, :, None, None]
+    return images[index, channel, rows[:, None, :, None], cols[:, None, None, :]]

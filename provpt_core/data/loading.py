@@ -1,0 +1,98 @@
+"""From a trial's data config to the decoded splits it fits and scores on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from provpt_core.config import check
+from provpt_core.data.cache import cached_split, default_cache_dir
+from provpt_core.data.formats import DataFormatError, read_split, split_file, task_folder
+from provpt_core.data.mini.build import mini_root
+from provpt_core.data.splits import DataSplits, ImageSet
+from provpt_core.data.tasks import TaskSpec, get_task
+
+
+@dataclass
+class DataConfig:
+    """Which task, where it lives, and which protocol phase.
+
+    search: fit on train800, score val200 (FGVC: train, val). final: fit on train800val200,
+    score test (FGVC: train, test).
+    """
+
+    task: str = "mini_digits"
+    root: str | None = None  # the benchmark's root folder; None: the mini benchmark's cache
+    phase: Literal["search", "final"] = "search"
+    resolution: int | None = None  # None: the backbone's input size
+    mean: list[float] | None = None  # None: the task's normalisation
+    std: list[float] | None = None
+    cache_dir: str | None = None  # None: $PROVPT_CACHE, else ~/.cache/provpt
+    decode_workers: int = 4
+
+    def __post_init__(self) -> None:
+        try:
+            get_task(self.task)
+        except KeyError as err:
+            check(False, "task", f"a known task ({err.args[0]})", self.task)
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            check(value is None or len(value) == 3, name, "null or 3 numbers (R, G, B)", value)
+        check(self.std is None or min(self.std) > 0, "std", "3 numbers > 0", self.std)
+        check(self.resolution is None or self.resolution >= 8, "resolution", "null or an integer >= 8", self.resolution)
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+
+def benchmark_root(config: DataConfig) -> Path:
+    spec = config.spec
+    if config.root is not None:
+        return Path(config.root).expanduser()
+    if spec.benchmark == "mini":
+        return mini_root(cache_dir(config))
+    raise DataFormatError(f"data.root: task '{spec.name}' needs the folder of the {spec.benchmark} benchmark")
+
+
+def cache_dir(config: DataConfig) -> Path:
+    return Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+
+
+def load_data(config: DataConfig, resolution: int) -> DataSplits:
+    """The phase's (fit, score) splits, decoded once into the cache and memory-mapped."""
+    spec = config.spec
+    resolution = config.resolution or resolution
+    root = benchmark_root(config)
+    folder = task_folder(spec, root)
+    if folder is None:
+        raise DataFormatError(f"{spec.name}: no task folder under {root} (looked for {', '.join(spec.folders)})")
+    stored = resolution if spec.resize == "squash" else round(resolution * 256 / 224)
+    fit_split, score_split = spec.search_splits if config.phase == "search" else spec.final_splits
+    sets = {split: _load_split(spec, folder, split, stored, config) for split in (fit_split, score_split)}
+    scored = sets[score_split]
+    return DataSplits(
+        train=sets[fit_split],
+        val=scored if config.phase == "search" else None,
+        test=scored if config.phase == "final" else None,
+        num_classes=spec.num_classes,
+        mean=tuple(config.mean or spec.mean),
+        std=tuple(config.std or spec.std),
+        name=spec.name,
+        crop=resolution if spec.resize == "squash_crop" else None,
+    )
+
+
+def _load_split(spec: TaskSpec, folder: Path, split: str, size: int, config: DataConfig) -> ImageSet:
+    path = split_file(spec, folder, split)
+    if not path.is_file():
+        raise DataFormatError(f"{spec.name}: split file {path} does not exist")
+    samples = read_split(spec, folder, split)
+    expected = spec.split_sizes[split]
+    if len(samples) != expected:
+        raise DataFormatError(f"{path}: lists {len(samples)} images, expected {expected}")
+    for sample in samples:
+        if not 0 <= sample.label < spec.num_classes:
+            raise DataFormatError(f"{path}:{sample.line}: label {sample.label} outside [0, {spec.num_classes})")
+    return cached_split(spec.name, split, path, samples, size, cache_dir(config), config.decode_workers)
