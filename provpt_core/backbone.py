@@ -64,7 +64,7 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
         raise BackboneLoadError(
             f"backbone '{config.name}': not a timm model name (see timm.list_models('vit_*'))"
         )
-    weight_file = _weight_file(config)
+    weight_file = weight_file(config)
     kwargs = {"num_classes": 0}
     if config.img_size is not None:
         kwargs["img_size"] = config.img_size
@@ -82,7 +82,7 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
     return model.eval()
 
 
-def _weight_file(config: BackboneConfig) -> Path | None:
+def weight_file(config: BackboneConfig) -> Path | None:
     """The file to read weights from, checked before any model is built."""
     if config.weights == RANDOM:
         return None

@@ -56,6 +56,7 @@ class FitResult:
     best_val_acc: float | None
     test_acc: float | None
     distribution: list[int] | None  # prompts per block at the end
+    initial_distribution: list[int] | None = None  # prompts per block at the start
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # e.g. "relocation"
     trainable_params: int = 0
     wall_seconds: float = 0.0
@@ -101,6 +102,7 @@ class Trainer:
             data = load_data(config.data, resolution=backbone.patch_embed.img_size[0])
         self.data = data
         self.model = self.method.build_model(backbone, data.num_classes).to(self.device)
+        self.initial_distribution = self._distribution()
         self.normalize = Normalizer(data.mean, data.std, self.device)
         # A split that fits the budget lives on the device for the whole trial; a larger one
         # stays in host memory and moves batch by batch.
@@ -142,7 +144,6 @@ class Trainer:
         if finished and self.config.eval.test_at_end and "test" in self.splits:
             test_acc = self.evaluate("test")["test_acc"]
         val_accs = [m["val_acc"] for m in self.history if "val_acc" in m]
-        prompts = self.model.prompts
         result = FitResult(
             epochs_completed=self.epoch,
             finished=finished,
@@ -150,7 +151,8 @@ class Trainer:
             final_val_acc=self.history[-1].get("val_acc") if self.history else None,
             best_val_acc=max(val_accs) if val_accs else None,
             test_acc=test_acc,
-            distribution=prompts.counts() if hasattr(prompts, "counts") else None,
+            distribution=self._distribution(),
+            initial_distribution=self.initial_distribution,
             events={k: list(v) for k, v in self.events.items()},
             trainable_params=self.trainable_params(),
             wall_seconds=time.perf_counter() - start,
@@ -233,6 +235,10 @@ class Trainer:
         return sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
 
     # ------------------------------------------------------------- internals
+    def _distribution(self) -> list[int] | None:
+        counts = getattr(self.model.prompts, "counts", None)
+        return counts() if counts is not None else None
+
     def _forward(self, inputs: torch.Tensor, train: bool = False) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.feature_cache:

@@ -1,0 +1,94 @@
+"""A study expands to pipelines (task x method); each runs a search phase then a final phase.
+
+`--dry-run` prints this plan with trial counts and an estimate of trial-hours, without Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.study import MethodEntry, Study
+from provpt_core.data.tasks import TaskSpec
+from provpt_core.trial import TrialConfig
+
+# Training images per second of one trial, for the estimate only: measured where noted,
+# assumed otherwise. Evaluation counts a third of a training image.
+THROUGHPUT = {
+    ("provpt_tiny_patch8_32", "cpu"): 650.0,  # bench/core_step.py, one thread
+}
+DEFAULT_THROUGHPUT = {"cpu": 20.0, "gpu": 1500.0}
+EVAL_COST = 1 / 3
+REFERENCE_PASS_COST = 2.2  # bench/core_step.py: the reference identification pass
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    study: str
+    task: TaskSpec
+    method: MethodEntry
+    base_trial: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.task.name}/{self.method.key}"
+
+    def experiment(self, phase: str) -> str:
+        """The Tune experiment's (deterministic) name."""
+        return f"{self.task.name}__{self.method.key}__{phase}"
+
+    @property
+    def searches(self) -> bool:
+        return bool(self.method.search)
+
+
+def make_plan(study: Study) -> list[Pipeline]:
+    return [
+        Pipeline(study.name, task, method, study.base_trial(method, task))
+        for task in study.task_specs
+        for method in study.methods
+    ]
+
+
+def trial_seconds(study: Study, pipeline: Pipeline, phase: str) -> float:
+    """A rough trial duration from the trial config and a throughput table."""
+    config = TrialConfig.from_dict(pipeline.base_trial)
+    device = "gpu" if study.resources.gpu > 0 else "cpu"
+    rate = THROUGHPUT.get((config.backbone.name, device), DEFAULT_THROUGHPUT[device])
+    fit_split, score_split = pipeline.task.search_splits if phase == "search" else pipeline.task.final_splits
+    images = pipeline.task.split_sizes[fit_split] * config.train.epochs
+    relocation = getattr(config.method, "relocation", None)
+    if relocation is not None and relocation.idleness == "reference":
+        images *= REFERENCE_PASS_COST
+    if pipeline.method.name == "linear":
+        images = pipeline.task.split_sizes[fit_split] * EVAL_COST  # features computed once
+    evaluated = pipeline.task.split_sizes[score_split] * EVAL_COST
+    return (images + evaluated) / rate
+
+
+def counts(study: Study, pipeline: Pipeline) -> dict[str, int]:
+    return {"search": study.search.trials if pipeline.searches else 0, "final": len(study.final.seeds)}
+
+
+def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_uri: str) -> str:
+    lines = [
+        f"study {study.name}: {len(pipelines)} pipelines ({len(study.task_specs)} tasks x {len(study.methods)} methods)",
+        f"output {output}",
+        f"tracking {tracking_uri}",
+        f"resources per trial: {study.resources.cpu:g} CPU, {study.resources.gpu:g} GPU; "
+        f"search concurrency {study.search.concurrency} per pipeline",
+        "",
+        f"{'pipeline':40s} {'search':>6s} {'final':>6s} {'trial-hours':>12s}",
+    ]
+    totals = {"search": 0, "final": 0, "hours": 0.0}
+    for pipeline in pipelines:
+        n = counts(study, pipeline)
+        hours = sum(n[phase] * trial_seconds(study, pipeline, phase) for phase in n) / 3600
+        totals["search"] += n["search"]
+        totals["final"] += n["final"]
+        totals["hours"] += hours
+        lines.append(f"{pipeline.key:40s} {n['search']:6d} {n['final']:6d} {hours:12.2f}")
+    lines.append(f"{'total':40s} {totals['search']:6d} {totals['final']:6d} {totals['hours']:12.2f}")
+    device = "GPU" if study.resources.gpu > 0 else "CPU"
+    lines.append(f"(estimate from a throughput table; {device} trial-hours)")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""python -m orchestrator.run STUDY.yaml [--output DIR] [--dry-run]
+
+Runs every pipeline (task x method) of a study: Optuna search on Ray Tune, selection, final
+seeds, all tracked in MLflow. Without a Ray address a local Ray starts in-process; inside
+`ray job submit` (RAY_ADDRESS set) the cluster runs the trials. Re-running the same command
+resumes: finished trials are not run again and no MLflow run is duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.plan import Pipeline, format_plan, make_plan
+from orchestrator.study import Study, StudyError, load_study
+
+# Environment of the pipeline processes (where Tune's controllers run) and their trials.
+PIPELINE_ENV = {
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the working dir; every path is absolute anyway
+    "TUNE_GLOBAL_CHECKPOINT_S": "5",  # save experiment state often: a killed driver loses little
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # MLflow holds the results; no CSV/JSON/TB copies
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.run", description=__doc__.split("\n\n")[1])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--output", type=Path, help="where everything goes (default: the study's output)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost, start nothing")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="show the trials' own output")
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.study)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    output = study.output_dir(args.output)
+    pipelines = make_plan(study)
+    tracking_uri = study.tracking_uri(output)
+    if args.dry_run:
+        print(format_plan(study, pipelines, str(output), tracking_uri))
+        return 0
+    problems = preflight(study)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    try:
+        claim_output(study, output)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_study(study, pipelines, output, tracking_uri, args.num_cpus, args.verbose)
+
+
+def preflight(study: Study) -> list[str]:
+    """Everything that can be checked before Ray starts: data roots and backbone weights."""
+    from provpt_core.backbone import BackboneConfig, BackboneLoadError, weight_file
+    from provpt_core.config import ConfigError, build
+    from provpt_core.data.mini.build import mini_root
+    from provpt_core.data.loading import DataConfig, cache_dir
+    from provpt_core.data.verify import format_reports, verify_task
+
+    problems = []
+    try:
+        weight_file(build(BackboneConfig, study.backbone, "backbone"))
+    except (BackboneLoadError, ConfigError) as err:
+        problems.append(f"error: {err}")
+    reports = []
+    for spec in study.task_specs:
+        if spec.benchmark == "mini" and spec.benchmark not in study.data.roots:
+            mini_root(cache_dir(DataConfig(task=spec.name, cache_dir=study.data.cache_dir)))
+            continue
+        root = study.data.roots.get(spec.benchmark)
+        if root is None:
+            problems.append(f"error: data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder")
+            continue
+        reports.append(verify_task(spec, Path(root).expanduser(), decode_images=study.data.check_images))
+    if any(not r.ok for r in reports):
+        problems.append(format_reports(reports))
+    return problems
+
+
+def claim_output(study: Study, output: Path) -> None:
+    """The output folder belongs to one study: a re-run with other settings would mix results."""
+    output.mkdir(parents=True, exist_ok=True)
+    record = output / "study.json"
+    settings = json.dumps(study.model_dump(mode="json"), indent=2, sort_keys=True)
+    if record.exists() and record.read_text() != settings:
+        raise StudyError(
+            f"{output} holds a run of study '{study.name}' with other settings; resume it with the same "
+            "study file, or give another --output"
+        )
+    record.write_text(settings)
+
+
+def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_uri: str, num_cpus: int | None, verbose: bool) -> int:
+    import optuna
+    import ray
+
+    from orchestrator.pipeline import PROGRESS_ACTOR, PipelineJob, Progress, run_pipeline
+    from orchestrator.tracking import Tracker, code_version
+
+    started_here = not (os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+    if started_here:
+        temp = Path(os.environ.get("PROVPT_RAY_TMP", Path(tempfile.gettempdir()) / f"provpt-ray-{os.getuid()}"))
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp), log_to_driver=verbose)
+    else:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=verbose, ignore_reinit_error=True)
+    print(f"study {study.name}: {len(pipelines)} pipelines on Ray {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+          f"{ray.cluster_resources().get('GPU', 0):g} GPUs; output {output}", flush=True)
+    tracker = Tracker(tracking_uri, study.name)
+    study_run = tracker.run(study.name, study.name, "study", tags={"study": study.name, "code_version": code_version()})
+    tracker.client.log_text(study_run.info.run_id, (output / "study.json").read_text(), "study.json")
+    optuna_storage = f"sqlite:///{output / 'optuna.db'}"
+    optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
+    actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
+    board = Progress.options(name=actor_name).remote()
+    limit = study.max_concurrent_pipelines or len(pipelines)
+    waiting = list(pipelines)
+    running: dict[Any, Pipeline] = {}
+    summaries: list[dict[str, Any]] = []
+    shown: dict[str, str] = {}
+    start = time.monotonic()
+    while waiting or running:
+        while waiting and len(running) < limit:
+            pipeline = waiting.pop(0)
+            job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
+            ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}).remote(job, actor_name)
+            running[ref] = pipeline
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+        for ref in ready:
+            pipeline = running.pop(ref)
+            try:
+                summaries.append(ray.get(ref))
+            except Exception as err:  # a pipeline's crash is reported, the others go on
+                summaries.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
+        _print_progress(ray.get(board.snapshot.remote()), shown, start)
+    failed = [s for s in summaries if "failed" in s]
+    (output / "summary.json").write_text(json.dumps(summaries, indent=2, default=str))
+    tracker.log(study_run.info.run_id, tags={"failed_pipelines": len(failed)})
+    tracker.finish(study_run.info.run_id, failed_reason=f"{len(failed)} pipelines failed" if failed else None)
+    _print_summary(summaries, output, tracking_uri, time.monotonic() - start)
+    ray.kill(board)
+    if started_here:
+        ray.shutdown()
+    return 1 if failed else 0
+
+
+def _print_progress(state: dict[str, dict[str, Any]], shown: dict[str, str], start: float) -> None:
+    for pipeline, fields in sorted(state.items()):
+        best = fields.get("best_val")
+        line = (
+            f"[{pipeline}] {fields['phase']}: {fields['done']}/{fields['total']} done, {fields['running']} running, "
+            f"{fields['failed']} failed" + (f", best val {best:.3f}" if best is not None else "")
+        )
+        if shown.get(pipeline) != line:
+            shown[pipeline] = line
+            print(f"{time.monotonic() - start:7.0f}s {line}", flush=True)
+
+
+def _print_summary(summaries: list[dict[str, Any]], output: Path, tracking_uri: str, seconds: float) -> None:
+    print(f"\nfinished in {seconds / 60:.1f} min")
+    for summary in sorted(summaries, key=lambda s: s["pipeline"]):
+        if "failed" in summary:
+            print(f"  {summary['pipeline']:32s} FAILED: {summary['failed']}")
+            continue
+        tests = summary["test_acc"]
+        mean = sum(tests) / len(tests)
+        selected = json.dumps(summary["selected"], sort_keys=True)
+        print(f"  {summary['pipeline']:32s} test {100 * mean:5.1f} over {len(tests)} seeds; selected {selected}")
+    print(f"MLflow runs: {tracking_uri}  (mlflow ui --backend-store-uri {tracking_uri})")
+    print(f"Optuna studies: sqlite:///{output / 'optuna.db'}  (optuna-dashboard sqlite:///{output / 'optuna.db'})")
+    print(f"summary: {output / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Study files: what to run (tasks x methods), how to search, how to finish, where to write.
+
+A study is YAML, validated here before Ray starts; any mistake is one message that names the
+file and the field, e.g. ``studies/x.yaml: methods[1].search.train.lr: low 0.5 > high 0.1``.
+``${VAR}`` and ``${VAR:-default}`` in strings are replaced from the environment (paths, URIs);
+credentials belong in the environment, never in a study file.
+
+    name: quickstart
+    tasks: [mini]                     # names, aliases or selectors (vtab1k:structured, fgvc, mini)
+    backbone: {name: provpt_tiny_patch8_32}
+    data: {roots: {vtab1k: ${VTAB_ROOT}}}
+    trial: {train: {epochs: 20}}      # defaults of every trial's config
+    methods:
+      - name: provpt
+        config: {num_prompts: 2}      # the method's fixed fields
+        search:                       # dotted paths into the trial config
+          train.lr: {low: 0.05, high: 2.0, log: true}
+          method.relocation.allocator: {choices: [ppo, thompson]}
+          method.relocation.ppo.buffer_size: {low: 2, high: 16, when: {method.relocation.allocator: ppo}}
+    search: {trials: 8, concurrency: 2}
+    final: {seeds: [18, 25, 42]}
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from provpt_core.config import ConfigError
+from provpt_core.data import resolve_tasks
+from provpt_core.data.tasks import TaskSpec
+from provpt_core.methods import METHODS
+from provpt_core.trial import TrialConfig
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class StudyError(ValueError):
+    """A study file is wrong; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(_Strict):
+    """One searched value: a float or int range (low, high, log, step) or a list of choices.
+    `when` samples it only when other values of the trial equal the given ones."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    type: Literal["float", "int"] | None = None  # default: int when low and high are integers
+    choices: list[Any] | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices: expected at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (a range) or choices")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} > high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: a log range needs low > 0, got {self.low:g}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "categorical"
+        if self.type:
+            return self.type
+        return "int" if float(self.low).is_integer() and float(self.high).is_integer() and self.step is None \
+            and not self.log else "float"
+
+
+class MethodEntry(_Strict):
+    name: str
+    label: str | None = None  # name in tables and runs when one method appears twice
+    config: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, Param] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in METHODS:
+            raise ValueError(f"unknown method '{name}'; expected one of {', '.join(sorted(METHODS))}")
+        return name
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class DataSection(_Strict):
+    roots: dict[Literal["vtab1k", "fgvc"], str] = Field(default_factory=dict)
+    cache_dir: str | None = None
+    check_images: bool = False  # also decode every image in the pre-flight check
+
+
+class Resources(_Strict):
+    cpu: float = 1.0
+    gpu: float = 0.0  # a fraction shares one GPU between trials
+
+    @model_validator(mode="after")
+    def _check(self) -> Resources:
+        if self.cpu <= 0:
+            raise ValueError(f"cpu: expected a number > 0, got {self.cpu}")
+        if not 0 <= self.gpu:
+            raise ValueError(f"gpu: expected a number >= 0, got {self.gpu}")
+        return self
+
+
+class Asha(_Strict):
+    grace_period: int = 5  # epochs before a trial may be stopped
+    reduction_factor: int = 3
+
+
+class SearchSection(_Strict):
+    sampler: Literal["tpe", "random"] = "tpe"
+    trials: int = Field(8, ge=1)
+    concurrency: int = Field(2, ge=1)  # trials of one pipeline at once
+    seed: int = 0  # training seed of search trials (and the sampler's, mixed with the pipeline)
+    asha: Asha | None = None
+
+
+class FinalSection(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    selection: Literal["best_val_smaller_lr"] = "best_val_smaller_lr"
+
+
+class TrackingSection(_Strict):
+    uri: str | None = None  # None: sqlite:///<output>/mlflow.db
+
+
+class Study(_Strict):
+    name: str
+    output: str | None = None  # None: outputs/<name>
+    tasks: list[str] = Field(min_length=1)
+    backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "vit_base_patch16_224.orig_in21k"})
+    data: DataSection = Field(default_factory=DataSection)
+    trial: dict[str, Any] = Field(default_factory=dict)  # defaults of every trial (train, eval)
+    methods: list[MethodEntry] = Field(min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+    search: SearchSection = Field(default_factory=SearchSection)
+    final: FinalSection = Field(default_factory=FinalSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    checkpoint_every: int = Field(5, ge=1)  # epochs between trial checkpoints
+    max_failures: int = Field(2, ge=0)  # retries of a trial from its last checkpoint
+    max_concurrent_pipelines: int | None = None  # None: all pipelines at once
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"expected letters, digits, '_', '.' or '-', got {name!r}")
+        return name
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, tasks: list[str]) -> list[str]:
+        try:
+            resolve_tasks(tasks)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        return tasks
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        return resolve_tasks(self.tasks)
+
+    def output_dir(self, override: str | Path | None = None) -> Path:
+        return Path(override or self.output or Path("outputs") / self.name).expanduser().resolve()
+
+    def tracking_uri(self, output: Path) -> str:
+        return self.tracking.uri or f"sqlite:///{output / 'mlflow.db'}"
+
+    def base_trial(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
+        """The trial config of (method, task) before search values and seeds are applied."""
+        trial = copy.deepcopy(self.trial)
+        trial["backbone"] = {**self.backbone, **trial.get("backbone", {})}
+        trial["method"] = {"name": method.name, **method.config}
+        data = {**trial.get("data", {}), "task": task.name}
+        if task.benchmark in self.data.roots:
+            data["root"] = self.data.roots[task.benchmark]
+        if self.data.cache_dir:
+            data["cache_dir"] = self.data.cache_dir
+        trial["data"] = data
+        return trial
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file; every mistake names the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise StudyError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping of study fields")
+    try:
+        study = Study.model_validate(_interpolate(raw, path))
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = _field_path(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise StudyError(f"{path}: {field}: {message}") from None
+    _check_trials(study, path)
+    return study
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _interpolate(value: Any, path: Path, field: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, path, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, path, f"{field}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise StudyError(f"{path}: {field}: environment variable {name} is not set")
+
+    return _ENV.sub(replace, value)
+
+
+def _check_trials(study: Study, path: Path) -> None:
+    """Build every pipeline's trial config (with each searched value at its low end, or first
+    choice) so unknown fields and bad values fail here, not in a trial."""
+    from orchestrator.space import apply_values, corner_values
+
+    for i, method in enumerate(study.methods):
+        for name, param in method.search.items():
+            if name.split(".")[0] not in ("train", "method", "eval", "backbone", "data"):
+                raise StudyError(
+                    f"{path}: methods[{i}].search.{name}: expected a dotted path into the trial config "
+                    "(train., method., eval., ...)"
+                )
+        for task in study.task_specs:
+            base = study.base_trial(method, task)
+            for values in corner_values(method.search):
+                try:
+                    TrialConfig.from_dict(apply_values(base, values))
+                except ConfigError as err:
+                    where = f"methods[{i}] ({method.key})" if values else f"methods[{i}] ({method.key}) / trial"
+                    raise StudyError(f"{path}: {where}: {err}") from None
+        if len({m.key for m in study.methods}) != len(study.methods):
+            raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")

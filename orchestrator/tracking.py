@@ -1,0 +1,118 @@
+"""MLflow runs of a study: study run > pipeline run (task, method, phase) > trial run.
+
+The orchestrator creates every run itself (Ray's MLflow callback duplicates runs after a
+restore and cannot nest). Each run carries a deterministic key in the tag ``provpt.key``;
+asking for a run by key re-attaches to it, so a resumed study adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+KEY = "provpt.key"
+KIND = "provpt.kind"  # study, pipeline or trial
+PARENT = "mlflow.parentRunId"
+MAX_BATCH = 900  # MLflow accepts at most 1000 entries per log_batch
+
+
+class Tracker:
+    def __init__(self, uri: str, study: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        experiment = self.client.get_experiment_by_name(study)
+        if experiment is None:
+            try:
+                self.experiment_id = self.client.create_experiment(study)
+            except Exception:  # created concurrently by another process
+                self.experiment_id = self.client.get_experiment_by_name(study).experiment_id
+        else:
+            self.experiment_id = experiment.experiment_id
+
+    def run(self, key: str, name: str, kind: str, parent: str | None = None, tags: dict[str, Any] | None = None):
+        """The run with this key (re-attached, reopened if it had stopped), or a new one."""
+        found = self.find(key)
+        if found is not None:
+            if found.info.status != "RUNNING" and kind != "trial":
+                self.client.update_run(found.info.run_id, status="RUNNING")
+            return found
+        all_tags = {KEY: key, KIND: kind, **{k: str(v) for k, v in (tags or {}).items()}}
+        if parent:
+            all_tags[PARENT] = parent
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+
+    def find(self, key: str):
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{KEY}` = '{key}'", max_results=2
+        )
+        return runs[0] if runs else None
+
+    def finish(self, run_id: str, failed_reason: str | None = None) -> None:
+        if failed_reason is not None:
+            self.client.set_tag(run_id, "failure_reason", failed_reason[:4000])
+        self.client.set_terminated(run_id, status="FAILED" if failed_reason is not None else "FINISHED")
+
+    def log(
+        self,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        entries_m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
+        entries_p = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        entries_t = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(entries_m), len(entries_p), len(entries_t), 1), MAX_BATCH):
+            self.client.log_batch(
+                run_id,
+                metrics=entries_m[start : start + MAX_BATCH],
+                params=entries_p[start : start + MAX_BATCH],
+                tags=entries_t[start : start + MAX_BATCH],
+            )
+
+    def children(self, parent_id: str) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; lists stay whole (as JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("provpt")
+    except PackageNotFoundError:
+        release = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{release}+{commit}" if commit else release
