@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 import zlib
@@ -177,7 +178,7 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
         val_every=1 if asha else 0,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, context=context),
+        tune.with_parameters(_named_trainable(pipeline.experiment(phase)), context=context),
         {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
     )
     storage = Path(job.output) / "tune"
@@ -215,6 +216,18 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
             run_config=run_config,
         )
     return tuner.fit()
+
+
+def _named_trainable(name: str):
+    """run_trial under a name of its own: Tune registers trainables (and their parameters)
+    cluster-wide by name, so concurrent pipelines must not share one."""
+    name = re.sub(r"\W", "_", name)
+
+    def trial(values: dict[str, Any], context: TrialContext) -> None:
+        run_trial(values, context)
+
+    trial.__name__ = trial.__qualname__ = name
+    return trial
 
 
 def _searcher(job: PipelineJob):

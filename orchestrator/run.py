@@ -156,7 +156,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
 
 def _print_progress(state: dict[str, dict[str, Any]], shown: dict[str, str], start: float) -> None:
     for pipeline, fields in sorted(state.items()):
-        best = fields.get("best_val")
+        best = fields.get("best_val") if fields["phase"] == "search" else None
         line = (
             f"[{pipeline}] {fields['phase']}: {fields['done']}/{fields['total']} done, {fields['running']} running, "
             f"{fields['failed']} failed" + (f", best val {best:.3f}" if best is not None else "")

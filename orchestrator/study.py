@@ -83,8 +83,8 @@ class Param(_Strict):
             return "categorical"
         if self.type:
             return self.type
-        return "int" if float(self.low).is_integer() and float(self.high).is_integer() and self.step is None \
-            and not self.log else "float"
+        bounds = [self.low, self.high] + ([self.step] if self.step is not None else [])
+        return "int" if all(float(b).is_integer() for b in bounds) else "float"
 
 
 class MethodEntry(_Strict):
@@ -272,7 +272,6 @@ def _check_trials(study: Study, path: Path) -> None:
                 try:
                     TrialConfig.from_dict(apply_values(base, values))
                 except ConfigError as err:
-                    where = f"methods[{i}] ({method.key})" if values else f"methods[{i}] ({method.key}) / trial"
-                    raise StudyError(f"{path}: {where}: {err}") from None
+                    raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
         if len({m.key for m in study.methods}) != len(study.methods):
             raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")

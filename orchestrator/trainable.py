@@ -74,12 +74,17 @@ class TrialReporter(Callback):
         self.tracker, self.run_id = tracker, run_id
         self.checkpoint_every = checkpoint_every
         self.logged_epochs = logged_epochs  # epochs MLflow already has (a retried trial)
+        self.last_val: float | None = None
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         epoch = int(metrics["epoch"])
         if epoch > self.logged_epochs:
             self.tracker.log(self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        report = dict(metrics)
+        # Tune wants the metric in every result: epochs without evaluation repeat the last
+        # val score (0 before the first); `val_evaluated` tells them apart.
+        if "val_acc" in metrics:
+            self.last_val = metrics["val_acc"]
+        report = {**metrics, "val_acc": self.last_val or 0.0, "val_evaluated": int("val_acc" in metrics)}
         if epoch % self.checkpoint_every == 0 and epoch < trainer.config.train.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)

@@ -64,7 +64,7 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
         raise BackboneLoadError(
             f"backbone '{config.name}': not a timm model name (see timm.list_models('vit_*'))"
         )
-    weight_file = weight_file(config)
+    weights = weight_file(config)
     kwargs = {"num_classes": 0}
     if config.img_size is not None:
         kwargs["img_size"] = config.img_size
@@ -74,8 +74,8 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
             f"backbone '{config.name}': a {type(model).__name__}, but prompts need a timm "
             "VisionTransformer"
         )
-    if weight_file is not None:
-        _load_file(model, config.name, weight_file)
+    if weights is not None:
+        _load_file(model, config.name, weights)
     for block in model.blocks:
         block.attn.fused_attn = True
     model.requires_grad_(False)

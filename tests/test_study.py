@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.plan import format_plan, make_plan
+from orchestrator.selection import SearchRecord, select_best
+from orchestrator.space import SearchSpace, apply_values
+from orchestrator.study import StudyError, load_study
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = (REPO / "tests" / "studies" / "micro.yaml").read_text()
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("name: micro", "name: micro\nwhatever: 1"), "whatever: unknown field"),
+        (("tasks: [mini_count, mini_loc]", "tasks: [mini_count, dtdd]"), "tasks: unknown task 'dtdd'; did you mean dtd"),
+        (("  - name: linear", "  - name: lora"), "methods[0].name: unknown method 'lora'"),
+        (("train.lr: {low: 0.05, high: 0.5, log: true}\n  - name: provpt",
+          "train.lr: {low: 0.5, high: 0.05}\n  - name: provpt"), "methods[0].search.train.lr: low 0.5 > high 0.05"),
+        (("train: {epochs: 2, batch_size: 100, head_lr: 0.1}", "train: {epochs: 0, lr: -0.1}"),
+         "methods[0] (linear): train.epochs: expected an integer >= 1, got 0"),
+        (("train.lr: {low: 0.05, high: 0.5, log: true}\n  - name: provpt",
+          "train.lrr: {low: 0.05, high: 0.5}\n  - name: provpt"), "methods[0] (linear): train.lrr: unknown field"),
+        (("config: {num_prompts: 1}", "config: {num_promts: 1}"), "method.num_promts: unknown field"),
+        (("resources: {cpu: 1}", "resources: {cpu: 0}"), "resources: cpu: expected a number > 0"),
+        (("final: {seeds: [0, 1]}", "final: {seeds: []}"), "final.seeds: List should have at least 1 item"),
+        (("{low: 2, high: 4, when", "{low: 2, high: 4, step: 1, when"), None),
+        (("data: {cache_dir: \"${PROVPT_CACHE}\"}", "data: {cache_dir: \"${PROVPT_NOT_SET_ANYWHERE}\"}"),
+         "data.cache_dir: environment variable PROVPT_NOT_SET_ANYWHERE is not set"),
+        (("name: micro", "name: micro\ntasks: [a"), "not valid YAML"),
+    ],
+)
+def test_bad_study_files_name_the_file_and_the_field(tmp_path, monkeypatch, change, message):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    old, new = change
+    assert old in MICRO
+    path = _write(tmp_path, MICRO.replace(old, new, 1))
+    if message is None:
+        load_study(path)
+        return
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    assert str(caught.value).startswith(f"{path}")
+    assert message in str(caught.value)
+
+
+def test_env_interpolation_with_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", "/data/cache")
+    study = load_study(_write(tmp_path, MICRO.replace("name: micro", "name: ${STUDY_NAME:-micro2}")))
+    assert study.name == "micro2" and study.data.cache_dir == "/data/cache"
+
+
+def test_plan_and_dry_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    study = load_study(_write(tmp_path, MICRO))
+    pipelines = make_plan(study)
+    assert [p.key for p in pipelines] == ["mini_count/linear", "mini_count/provpt", "mini_loc/linear", "mini_loc/provpt"]
+    assert pipelines[1].experiment("final") == "mini_count__provpt__final"
+    assert pipelines[1].base_trial["data"]["task"] == "mini_count"
+    text = format_plan(study, pipelines, "/out", "sqlite:////out/mlflow.db")
+    assert "4 pipelines (2 tasks x 2 methods)" in text
+    assert text.splitlines()[-2].split()[:3] == ["total", "8", "8"]
+
+
+def test_shipped_studies_load(monkeypatch):
+    monkeypatch.setenv("VTAB_ROOT", "/data/vtab-1k")
+    monkeypatch.setenv("FGVC_ROOT", "/data/fgvc")
+    for path in sorted((REPO / "studies").rglob("*.yaml")):
+        study = load_study(path)
+        assert make_plan(study), path
+
+
+class FakeTrial:
+    """Stands in for optuna.Trial: returns the low end (or first choice) and records names."""
+
+    def __init__(self):
+        self.asked = []
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        self.asked.append(name)
+        return low
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        self.asked.append(name)
+        return low
+
+    def suggest_categorical(self, name, choices):
+        self.asked.append(name)
+        return choices[0]
+
+
+def test_conditional_space_samples_only_what_applies(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    study = load_study(_write(tmp_path, MICRO))
+    provpt = make_plan(study)[1]
+    trial = FakeTrial()
+    SearchSpace(provpt.method.search, provpt.base_trial)(trial)
+    assert trial.asked == ["train.lr", "method.relocation.allocator", "method.relocation.ppo.buffer_size"]
+    thompson_first = MICRO.replace("choices: [ppo, thompson]", "choices: [thompson, ppo]")
+    provpt = make_plan(load_study(_write(tmp_path, thompson_first)))[1]
+    trial = FakeTrial()
+    SearchSpace(provpt.method.search, provpt.base_trial)(trial)
+    assert trial.asked == ["train.lr", "method.relocation.allocator"]
+    trial_dict = apply_values(provpt.base_trial, {"method.relocation.allocator": "random", "train.lr": 0.3})
+    assert trial_dict["method"]["relocation"]["allocator"] == "random" and trial_dict["train"]["lr"] == 0.3
+
+
+def test_selection_best_val_ties_to_smaller_lr_failed_ignored():
+    records = [
+        SearchRecord(0, {"train.lr": 0.5}, 0.80, 0.5),
+        SearchRecord(1, {"train.lr": 0.1}, 0.80, 0.1),
+        SearchRecord(2, {"train.lr": 0.05}, float("nan"), 0.05),
+        SearchRecord(3, {"train.lr": 0.2}, 0.75, 0.2),
+        SearchRecord(4, {"train.lr": 0.01}, None, 0.01),
+    ]
+    selection = select_best(records)
+    assert selection.values == {"train.lr": 0.1} and selection.number == 1
+    assert "best val_acc 0.8000 of 3 finished trials" in selection.reason
+    assert "tied with trial 0 (lr 0.5): smaller lr 0.1 wins" in selection.reason
+    assert "2 failed trials ignored" in selection.reason
+    assert select_best(records[3:4]).values == {"train.lr": 0.2}
+    with pytest.raises(ValueError, match="no search trial finished"):
+        select_best([records[2], records[4]])
