@@ -1,0 +1,186 @@
+"""The orchestrator end to end on a local Ray: a micro study is killed mid-way with SIGKILL,
+re-run with the same command, and must finish with every trial run once, a correct MLflow
+tree, and a diverging trial recorded as failed while the study goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRIALS_BEFORE_KILL = 3
+
+
+def _finished_trials(db: Path) -> dict[str, int]:
+    """run_id -> end_time of finished trial runs, read straight from MLflow's SQLite file."""
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT r.run_uuid, r.end_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'provpt.kind' AND t.value = 'trial' AND r.status = 'FINISHED'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return {}
+    return dict(rows)
+
+
+def _stop_ray_processes(temp_dir: Path) -> None:
+    """Kill, by PID, what is left of a Ray whose driver was killed: the processes that hold
+    files in our own Ray temp folder (never anybody else's Ray)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(t.startswith(str(temp_dir)) for t in targets):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("orchestrator")
+    ray_temp = Path(tempfile.mkdtemp(prefix="pvray", dir="/tmp"))  # Ray's socket paths must stay short
+    study = yaml.safe_load((REPO / "tests" / "studies" / "micro.yaml").read_text())
+    study["methods"].append({"name": "vpt_shallow", "config": {"num_prompts": 1}, "search": {"train.lr": {"choices": [1.0e30]}}})
+    study_file = work / "micro.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    output = work / "out"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PROVPT_CACHE": str(work / "cache"),
+        "PROVPT_RAY_TMP": str(ray_temp),
+        "RAY_ADDRESS": "",
+    }
+    command = [sys.executable, "-m", "orchestrator.run", str(study_file), "--output", str(output), "--num-cpus", "2"]
+    db = output / "mlflow.db"
+
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 400
+    while len(_finished_trials(db)) < TRIALS_BEFORE_KILL and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, "the study ended before it could be interrupted:\n" + first.stdout.read().decode()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(2)
+    _stop_ray_processes(ray_temp)
+    finished_before = _finished_trials(db)
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    _stop_ray_processes(ray_temp)
+    shutil.rmtree(ray_temp, ignore_errors=True)
+    return {"output": output, "db": db, "before": finished_before, "second": second}
+
+
+@pytest.fixture(scope="module")
+def runs(study_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{study_run['db']}")
+    experiment = client.get_experiment_by_name("micro")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _kind(runs, kind):
+    return [r for r in runs if r.data.tags.get("provpt.kind") == kind]
+
+
+def test_resumed_study_completes_and_reports_the_failed_pipeline(study_run):
+    second = study_run["second"]
+    assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]  # one pipeline failed
+    summary = {s["pipeline"]: s for s in json.loads((study_run["output"] / "summary.json").read_text())}
+    assert set(summary) == {f"{t}/{m}" for t in ("mini_count", "mini_loc") for m in ("linear", "provpt", "vpt_shallow")}
+    for key, record in summary.items():
+        if key.endswith("vpt_shallow"):
+            assert record["failed"].startswith("no search trial finished (2 failed)")
+        else:
+            assert len(record["test_acc"]) == 2 and "train.lr" in record["selected"]
+    assert "MLflow runs: sqlite:///" in second.stdout
+
+
+def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):
+    client, all_runs = runs
+    keys = Counter(r.data.tags["provpt.key"] for r in all_runs)
+    assert max(keys.values()) == 1
+    trials = _kind(all_runs, "trial")
+    assert len(trials) == 4 * (2 + 2) + 2 * 2  # 4 good pipelines x (2 search + 2 seeds) + 2 diverging x 2 search
+    assert len(study_run["before"]) >= TRIALS_BEFORE_KILL
+    end_times = {r.info.run_id: r.info.end_time for r in trials}
+    for run_id, end_time in study_run["before"].items():
+        assert end_times[run_id] == end_time, "a trial finished before the kill was run again"
+    for run in trials:
+        if run.info.status == "FINISHED":
+            assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # each epoch logged once
+
+
+def test_mlflow_tree_tags_and_summary_metrics(runs):
+    client, all_runs = runs
+    (study,) = _kind(all_runs, "study")
+    pipelines = _kind(all_runs, "pipeline")
+    assert len(pipelines) == 6 + 4  # search runs of 6 pipelines, final runs of the 4 that selected
+    assert all(p.data.tags["mlflow.parentRunId"] == study.info.run_id for p in pipelines)
+    by_id = {p.info.run_id: p for p in pipelines}
+    for trial in _kind(all_runs, "trial"):
+        tags = trial.data.tags
+        parent = by_id[tags["mlflow.parentRunId"]]
+        for tag in ("study", "task", "method", "phase"):
+            assert tags[tag] == parent.data.tags[tag]
+        for tag in ("seed", "config_hash", "code_version", "ray_trial_id", "group"):
+            assert tags[tag]
+        assert trial.info.run_name.startswith(f"{tags['task']}/{tags['method']}/{tags['phase']}/")
+        assert trial.data.params["data.task"] == tags["task"]
+        if trial.info.status != "FINISHED":
+            continue
+        metrics = trial.data.metrics
+        if tags["phase"] == "search":
+            assert 0 <= metrics["final_val_acc"] <= metrics["best_val_acc"] <= 1 and "test_acc" not in metrics
+        else:
+            assert 0 <= metrics["test_acc"] <= 1 and trial.info.run_name.endswith(f"seed{tags['seed']}")
+            assert trial.data.params["data.phase"] == "final"
+        if tags["method"] == "provpt":
+            artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
+            assert artifacts == {"distributions.parquet", "prompts.safetensors"}
+            assert sum(json.loads(tags["distribution"])) == 12
+    finals = [p for p in pipelines if p.data.tags["phase"] == "final"]
+    assert all("selection_reason" in p.data.tags and "test_acc_mean" in p.data.metrics for p in finals)
+
+
+def test_diverging_trials_are_failed_with_their_reason(runs):
+    _, all_runs = runs
+    diverged = [r for r in _kind(all_runs, "trial") if r.data.tags["method"] == "vpt_shallow"]
+    assert len(diverged) == 4
+    for run in diverged:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["failure_reason"].startswith("diverged: training loss is")
+    searches = [p for p in _kind(all_runs, "pipeline") if p.data.tags["method"] == "vpt_shallow"]
+    assert all(p.info.status == "FAILED" and "no search trial finished" in p.data.tags["failure_reason"] for p in searches)
+
+
+def test_optuna_studies_are_persisted(study_run):
+    import optuna
+
+    storage = f"sqlite:///{study_run['output'] / 'optuna.db'}"
+    names = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert "micro/mini_count/provpt" in names
+    study = optuna.load_study(study_name="micro/mini_count/provpt", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 2 and all("train.lr" in t.params for t in complete)
