@@ -143,7 +143,12 @@ class FinalSection(_Strict):
 
 
 class TrackingSection(_Strict):
-    uri: str | None = None  # None: sqlite:///<output>/mlflow.db
+    uri: str | None = None  # None or "": sqlite:///<output>/mlflow.db
+
+    @field_validator("uri")
+    @classmethod
+    def _empty_is_default(cls, uri: str | None) -> str | None:
+        return uri or None
 
 
 class Study(_Strict):
