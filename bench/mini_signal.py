@@ -85,8 +85,7 @@ def main() -> None:
             for lr in grid
         }
         chosen = {}
-        for (m, t, lr), future in search.items():
-            records.append(future.result())
+        records += [future.result() for future in search.values()]
         for t in tasks:
             for m in GRIDS:
                 scored = [r for r in records if r["task"] == t and r["method"] == m]

@@ -59,8 +59,8 @@ class Progress:
 class ProgressCallback(tune.Callback):
     """Counts the phase's trials for the progress board (found by name, so it survives restores)."""
 
-    def __init__(self, namespace_actor: str, pipeline: str, phase: str) -> None:
-        self.actor_name, self.pipeline, self.phase = namespace_actor, pipeline, phase
+    def __init__(self, actor_name: str, pipeline: str, phase: str, total: int) -> None:
+        self.actor_name, self.pipeline, self.phase, self.total = actor_name, pipeline, phase, total
         self.last = 0.0
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
@@ -82,7 +82,7 @@ class ProgressCallback(tune.Callback):
             "done": sum(t.status == "TERMINATED" for t in trials),
             "running": sum(t.status == "RUNNING" for t in trials),
             "failed": sum(t.status == "ERROR" or t.last_result.get("failed") == 1 for t in trials),
-            "total": len(trials),
+            "total": max(self.total, len(trials)),
             "best_val": max(scores) if scores else None,
         }
         try:
@@ -191,7 +191,7 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
         storage_path=str(storage),
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[ProgressCallback(progress_actor, pipeline.key, phase)],
+        callbacks=[ProgressCallback(progress_actor, pipeline.key, phase, _phase_trials(study, phase))],
         verbose=0,
     )
     if phase == "search":
@@ -228,6 +228,10 @@ def _named_trainable(name: str):
 
     trial.__name__ = trial.__qualname__ = name
     return trial
+
+
+def _phase_trials(study: Study, phase: str) -> int:
+    return study.search.trials if phase == "search" else len(study.final.seeds)
 
 
 def _searcher(job: PipelineJob):

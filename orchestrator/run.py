@@ -123,7 +123,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
     actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
     board = Progress.options(name=actor_name).remote()
-    limit = study.max_concurrent_pipelines or len(pipelines)
+    limit = study.max_concurrent_pipelines or default_pipeline_limit(study, ray.cluster_resources())
     waiting = list(pipelines)
     running: dict[Any, Pipeline] = {}
     summaries: list[dict[str, Any]] = []
@@ -152,6 +152,16 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     if started_here:
         ray.shutdown()
     return 1 if failed else 0
+
+
+def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:
+    """Enough pipelines at once to fill every trial slot, plus one to fill the gaps while
+    another moves between phases; more would only hold memory waiting."""
+    if study.resources.gpu > 0:
+        slots = resources.get("GPU", 0) / study.resources.gpu
+    else:
+        slots = resources.get("CPU", 1) / study.resources.cpu
+    return max(2, int(slots) // study.search.concurrency + 1)
 
 
 def _print_progress(state: dict[str, dict[str, Any]], shown: dict[str, str], start: float) -> None:

@@ -165,7 +165,7 @@ class Study(_Strict):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     checkpoint_every: int = Field(5, ge=1)  # epochs between trial checkpoints
     max_failures: int = Field(2, ge=0)  # retries of a trial from its last checkpoint
-    max_concurrent_pipelines: int | None = None  # None: all pipelines at once
+    max_concurrent_pipelines: int | None = None  # None: enough to fill the cluster's trial slots
 
     @field_validator("name")
     @classmethod
@@ -260,12 +260,12 @@ def _interpolate(value: Any, path: Path, field: str = "") -> Any:
 
 
 def _check_trials(study: Study, path: Path) -> None:
-    """Build every pipeline's trial config (with each searched value at its low end, or first
-    choice) so unknown fields and bad values fail here, not in a trial."""
+    """Build every pipeline's trial config with the searched values at their bounds and
+    choices, so unknown fields and bad values fail here, not in a trial."""
     from orchestrator.space import apply_values, corner_values
 
     for i, method in enumerate(study.methods):
-        for name, param in method.search.items():
+        for name in method.search:
             if name.split(".")[0] not in ("train", "method", "eval", "backbone", "data"):
                 raise StudyError(
                     f"{path}: methods[{i}].search.{name}: expected a dotted path into the trial config "

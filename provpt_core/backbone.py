@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import timm
-import torch
 from timm.models import get_pretrained_cfg, load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 

@@ -102,7 +102,6 @@ def _build(
                 if done % 5000 == 0:
                     print(f"[cache] {task}/{split}: {done}/{len(samples)} images decoded", file=sys.stderr, flush=True)
         array.flush()
-        del array
         labels_partial = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.partial.npy")
         np.save(labels_partial, np.array([s.label for s in samples], dtype=np.int64))
         os.replace(labels_partial, labels_path)
