@@ -102,6 +102,7 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
         run = _phase_run(tracker, job, "search", tags)
         results = _tune(job, "search", run.info.run_id, {}, progress_actor)
         _close_stray_trial_runs(tracker, run.info.run_id)
+        _tag_optuna_numbers(tracker, run.info.run_id, job)
         records = search_records(pipeline, results)
         try:
             selection = select_best(records)
@@ -158,6 +159,22 @@ def _close_stray_trial_runs(tracker: Tracker, parent_id: str) -> None:
         if run.info.status == "RUNNING":
             tracker.client.set_tag(run.info.run_id, "failure_reason", "stopped: early stopping or repeated errors")
             tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _tag_optuna_numbers(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
+    """Tag each search trial run with its Optuna trial number (matched by the sampled values)."""
+    import optuna
+
+    study = optuna.load_study(study_name=_optuna_name(job), storage=job.optuna_storage)
+    numbers = {json.dumps(t.params, sort_keys=True): t.number for t in study.trials}
+    for run in tracker.children(parent_id):
+        number = numbers.get(run.data.tags.get("searched", ""))
+        if number is not None:
+            tracker.client.set_tag(run.info.run_id, "optuna_trial_number", number)
+
+
+def _optuna_name(job: PipelineJob) -> str:
+    return f"{job.study.name}/{job.pipeline.key}"
 
 
 def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, Any], progress_actor: str):
@@ -246,7 +263,7 @@ def _searcher(job: PipelineJob):
         metric="val_acc",
         mode="max",
         sampler=sampler,
-        study_name=f"{study.name}/{pipeline.key}",
+        study_name=_optuna_name(job),
         storage=optuna.storages.RDBStorage(job.optuna_storage),
     )
 

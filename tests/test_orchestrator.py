@@ -1,6 +1,6 @@
-"""The orchestrator end to end on a local Ray: a micro study is killed mid-way with SIGKILL,
-re-run with the same command, and must finish with every trial run once, a correct MLflow
-tree, and a diverging trial recorded as failed while the study goes on."""
+"""The orchestrator end to end on a local Ray: a micro study (with ASHA) is killed mid-way
+with SIGKILL, re-run with the same command, and must finish with every trial run once, a
+correct MLflow tree, and a diverging trial recorded as failed while the study goes on."""
 
 from __future__ import annotations
 
@@ -153,6 +153,9 @@ def test_mlflow_tree_tags_and_summary_metrics(runs):
         metrics = trial.data.metrics
         if tags["phase"] == "search":
             assert 0 <= metrics["final_val_acc"] <= metrics["best_val_acc"] <= 1 and "test_acc" not in metrics
+            assert tags["optuna_trial_number"].isdigit()
+            # ASHA decides on val scores, so search trials score val every epoch
+            assert len(client.get_metric_history(trial.info.run_id, "val_acc")) == 2
         else:
             assert 0 <= metrics["test_acc"] <= 1 and trial.info.run_name.endswith(f"seed{tags['seed']}")
             assert trial.data.params["data.phase"] == "final"
