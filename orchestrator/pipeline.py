@@ -100,9 +100,12 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
     reason = "nothing searched: the method's config as given"
     if pipeline.searches:
         run = _phase_run(tracker, job, "search", tags)
-        results = _tune(job, "search", run.info.run_id, {}, progress_actor)
+        results = list(_tune(job, "search", run.info.run_id, {}, progress_actor))
+        missing = study.search.trials - len(results)
+        if missing > 0:  # a driver killed between a suggestion and Tune's save loses that trial
+            results += _tune(job, "search", run.info.run_id, {}, progress_actor, samples=missing, suffix="topup")
         _close_stray_trial_runs(tracker, run.info.run_id)
-        _tag_optuna_numbers(tracker, run.info.run_id, job)
+        _settle_optuna_trials(tracker, run.info.run_id, job)
         records = search_records(pipeline, results)
         try:
             selection = select_best(records)
@@ -161,11 +164,15 @@ def _close_stray_trial_runs(tracker: Tracker, parent_id: str) -> None:
             tracker.client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def _tag_optuna_numbers(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
-    """Tag each search trial run with its Optuna trial number (matched by the sampled values)."""
+def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
+    """Tag each search trial run with its Optuna trial number (matched by the sampled values);
+    Optuna trials left RUNNING by a killed driver are marked failed."""
     import optuna
 
     study = optuna.load_study(study_name=_optuna_name(job), storage=job.optuna_storage)
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     numbers = {json.dumps(t.params, sort_keys=True): t.number for t in study.trials}
     for run in tracker.children(parent_id):
         number = numbers.get(run.data.tags.get("searched", ""))
@@ -177,8 +184,17 @@ def _optuna_name(job: PipelineJob) -> str:
     return f"{job.study.name}/{job.pipeline.key}"
 
 
-def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, Any], progress_actor: str):
+def _tune(
+    job: PipelineJob,
+    phase: str,
+    parent_run_id: str,
+    chosen: dict[str, Any],
+    progress_actor: str,
+    samples: int | None = None,
+    suffix: str = "",
+):
     pipeline, study = job.pipeline, job.study
+    name = pipeline.experiment(phase) + (f"__{suffix}" if suffix else "")
     asha = study.search.asha if phase == "search" else None
     context = TrialContext(
         study=study.name,
@@ -195,16 +211,19 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
         val_every=1 if asha else 0,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_named_trainable(pipeline.experiment(phase)), context=context),
+        tune.with_parameters(_named_trainable(name), context=context),
         {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
     )
     storage = Path(job.output) / "tune"
-    path = storage / pipeline.experiment(phase)
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    path = storage / name
+    grid = {"seed": tune.grid_search(list(study.final.seeds))} if phase == "final" else None
+    # Tune writes tuner.pkl before its first experiment state: a driver killed in between
+    # leaves a folder that "can restore" into an empty experiment. Start those afresh.
+    if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=grid, resume_errored=True)
         return tuner.fit()
     run_config = tune.RunConfig(
-        name=pipeline.experiment(phase),
+        name=name,
         storage_path=str(storage),
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -219,7 +238,7 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
                 scheduler=_scheduler(study, pipeline) if asha else None,
                 metric="val_acc",
                 mode="max",
-                num_samples=study.search.trials,
+                num_samples=samples or study.search.trials,
                 max_concurrent_trials=study.search.concurrency,
                 reuse_actors=True,
             ),
@@ -228,7 +247,7 @@ def _tune(job: PipelineJob, phase: str, parent_run_id: str, chosen: dict[str, An
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"seed": tune.grid_search(list(study.final.seeds))},
+            param_space=grid,
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=len(study.final.seeds), reuse_actors=True),
             run_config=run_config,
         )
@@ -277,4 +296,5 @@ def _scheduler(study: Study, pipeline: Pipeline):
         max_t=epochs,
         grace_period=study.search.asha.grace_period,
         reduction_factor=study.search.asha.reduction_factor,
+        stop_last_trials=False,  # a trial at its last epoch ends itself, after logging its summary
     )
