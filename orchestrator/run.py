@@ -116,7 +116,8 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=verbose, ignore_reinit_error=True)
     print(f"study {study.name}: {len(pipelines)} pipelines on Ray {ray.cluster_resources().get('CPU', 0):g} CPUs, "
           f"{ray.cluster_resources().get('GPU', 0):g} GPUs; output {output}", flush=True)
-    tracker = Tracker(tracking_uri, study.name)
+    artifacts = (output / "artifacts").as_uri() if study.tracking.uri is None else None
+    tracker = Tracker(tracking_uri, study.name, artifact_location=artifacts)
     study_run = tracker.run(study.name, study.name, "study", tags={"study": study.name, "code_version": code_version()})
     tracker.client.log_text(study_run.info.run_id, (output / "study.json").read_text(), "study.json")
     optuna_storage = f"sqlite:///{output / 'optuna.db'}"

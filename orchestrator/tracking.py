@@ -23,13 +23,16 @@ MAX_BATCH = 900  # MLflow accepts at most 1000 entries per log_batch
 
 
 class Tracker:
-    def __init__(self, uri: str, study: str) -> None:
+    """Runs of one study's experiment. The driver creates the experiment, with
+    `artifact_location` when the store is a local file (else MLflow writes ./mlruns)."""
+
+    def __init__(self, uri: str, study: str, artifact_location: str | None = None) -> None:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(study)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(study)
+                self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
             except Exception:  # created concurrently by another process
                 self.experiment_id = self.client.get_experiment_by_name(study).experiment_id
         else:

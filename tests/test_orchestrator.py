@@ -132,8 +132,9 @@ def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):
             assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # each epoch logged once
 
 
-def test_mlflow_tree_tags_and_summary_metrics(runs):
+def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):
     client, all_runs = runs
+    output = study_run["output"]
     (study,) = _kind(all_runs, "study")
     pipelines = _kind(all_runs, "pipeline")
     assert len(pipelines) == 6 + 4  # search runs of 6 pipelines, final runs of the 4 that selected
@@ -162,6 +163,7 @@ def test_mlflow_tree_tags_and_summary_metrics(runs):
         if tags["method"] == "provpt":
             artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
             assert artifacts == {"distributions.parquet", "prompts.safetensors"}
+            assert trial.info.artifact_uri.startswith((output / "artifacts").as_uri())
             assert sum(json.loads(tags["distribution"])) == 12
     finals = [p for p in pipelines if p.data.tags["phase"] == "final"]
     assert all("selection_reason" in p.data.tags and "test_acc_mean" in p.data.metrics for p in finals)
