@@ -101,11 +101,15 @@ def test_short_split(tmp_path):
     assert "199/200" in table.splitlines()[1]
 
 
+def _replace_line(path, index, new):
+    lines = path.read_text().splitlines()
+    lines[index] = new(lines[index])
+    path.write_text("\n".join(lines) + "\n")
+
+
 def test_label_out_of_range(tmp_path):
     folder = make_vtab_task(tmp_path, "kitti")
-    lines = (folder / "test.txt").read_text().splitlines()
-    lines[6] = lines[6].rsplit(" ", 1)[0] + " 4"
-    (folder / "test.txt").write_text("\n".join(lines) + "\n")
+    _replace_line(folder / "test.txt", 6, lambda line: line.rsplit(" ", 1)[0] + " 4")
     report, table = _report(tmp_path)
     assert report.status == "label out of range"
     assert f"{folder / 'test.txt'}:7: label 4 outside [0, 4)" in table
@@ -125,8 +129,7 @@ def test_truncated_jpeg(tmp_path):
     image = folder / "images" / "val200" / "000000.png"
     write_image(image.with_suffix(".jpg"), 0, size=64)
     image.with_suffix(".jpg").write_bytes(image.with_suffix(".jpg").read_bytes()[:400])
-    text = (folder / "val200.txt").read_text().replace("images/val200/000000.png 0", "images/val200/000000.jpg 0", 1)
-    (folder / "val200.txt").write_text(text)
+    _replace_line(folder / "val200.txt", 0, lambda line: line.replace(".png", ".jpg"))
     report, table = _report(tmp_path)
     assert report.status == "unreadable image"
     assert f"val200.txt:1: cannot read image {image.with_suffix('.jpg')}" in table
@@ -135,12 +138,7 @@ def test_truncated_jpeg(tmp_path):
 
 def test_list_names_a_missing_image(tmp_path):
     folder = make_vtab_task(tmp_path, "kitti")
-    with open(folder / "train800.txt", "r+") as f:
-        lines = f.read().splitlines()
-        lines[9] = "images/train800/nope.png 1"
-        f.seek(0)
-        f.write("\n".join(lines) + "\n")
-        f.truncate()
+    _replace_line(folder / "train800.txt", 9, lambda line: "images/train800/nope.png 1")
     report, table = _report(tmp_path)
     assert report.status == "missing image"
     assert f"train800.txt:10: image {folder / 'images' / 'train800' / 'nope.png'} does not exist" in table
