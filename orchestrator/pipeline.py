@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.plan import Pipeline
 from orchestrator.selection import LR, SearchRecord, Selection, select_best
@@ -167,8 +169,6 @@ def _close_stray_trial_runs(tracker: Tracker, parent_id: str) -> None:
 def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
     """Tag each search trial run with its Optuna trial number (matched by the sampled values);
     Optuna trials left RUNNING by a killed driver are marked failed."""
-    import optuna
-
     study = optuna.load_study(study_name=_optuna_name(job), storage=job.optuna_storage)
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.RUNNING:
@@ -270,14 +270,23 @@ def _phase_trials(study: Study, phase: str) -> int:
     return study.search.trials if phase == "search" else len(study.final.seeds)
 
 
-def _searcher(job: PipelineJob):
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch on a persistent study that may be ahead of Tune's saved experiment: a
+    trial Optuna already closed (the driver died before Tune saved that) resumes from its
+    checkpoint, and its repeated intermediate results are not reported to Optuna again."""
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
+def _searcher(job: PipelineJob):
     pipeline, study = job.pipeline, job.study
     seed = zlib.crc32(f"{study.search.seed}/{pipeline.key}".encode())  # one sampler stream per pipeline
     sampler = optuna.samplers.TPESampler(seed=seed) if study.search.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         space=SearchSpace(pipeline.method.search, pipeline.base_trial),
         metric="val_acc",
         mode="max",

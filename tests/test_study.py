@@ -129,3 +129,29 @@ def test_selection_best_val_ties_to_smaller_lr_failed_ignored():
     assert select_best(records[3:4]).values == {"train.lr": 0.2}
     with pytest.raises(ValueError, match="no search trial finished"):
         select_best([records[2], records[4]])
+
+
+def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
+    """After a driver is killed, Tune may resume a trial whose Optuna twin already finished:
+    its repeated results must not crash the search."""
+    import optuna
+
+    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.pipeline import ResumableOptunaSearch
+
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    provpt = make_plan(load_study(_write(tmp_path, MICRO)))[1]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = ResumableOptunaSearch(
+        space=SearchSpace(provpt.method.search, provpt.base_trial), metric="val_acc", mode="max",
+        study_name="s", storage=storage, seed=0,
+    )
+    config = searcher.suggest("trial_a")
+    assert "train.lr" in config
+    optuna.load_study(study_name="s", storage=storage).tell(0, 0.5)  # Optuna closed it first
+    result = {"val_acc": 0.5, "training_iteration": 1}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        OptunaSearch.on_trial_result(searcher, "trial_a", result)  # the plain searcher crashes
+    searcher.on_trial_result("trial_a", result)
+    searcher.on_trial_complete("trial_a", result)
