@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.plan import Pipeline
+from orchestrator.records import TrialRecord, close_stray, phase_folder, read_record, record_files
 from orchestrator.selection import LR, SearchRecord, Selection, select_best
 from orchestrator.space import SearchSpace, apply_values, lookup
 from orchestrator.study import Study
@@ -106,7 +107,7 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
         missing = study.search.trials - len(results)
         if missing > 0:  # a driver killed between a suggestion and Tune's save loses that trial
             results += _tune(job, "search", run.info.run_id, {}, progress_actor, samples=missing, suffix="topup")
-        _close_stray_trial_runs(tracker, run.info.run_id)
+        _close_stray_trials(tracker, run.info.run_id, job, "search")
         _settle_optuna_trials(tracker, run.info.run_id, job)
         records = search_records(pipeline, results)
         try:
@@ -120,7 +121,7 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
     run = _phase_run(tracker, job, "final", tags)
     tracker.log(run.info.run_id, params={f"selected.{k}": v for k, v in chosen.items()}, tags={"selection_reason": reason})
     results = _tune(job, "final", run.info.run_id, chosen, progress_actor)
-    _close_stray_trial_runs(tracker, run.info.run_id)
+    _close_stray_trials(tracker, run.info.run_id, job, "final")
     tests = [r.metrics.get("test_acc") for r in results if r.error is None and r.metrics.get("test_acc") is not None]
     summary = {"pipeline": pipeline.key, "selected": chosen, "reason": reason, "test_acc": tests}
     if tests:
@@ -158,12 +159,19 @@ def _log_selection(tracker: Tracker, run_id: str, selection: Selection) -> None:
     )
 
 
-def _close_stray_trial_runs(tracker: Tracker, parent_id: str) -> None:
-    """Trial runs left RUNNING: stopped early by the scheduler, or errored past their retries."""
+def _close_stray_trials(tracker: Tracker, parent_id: str, job: PipelineJob, phase: str) -> None:
+    """Trials left RUNNING once their phase is over: stopped early by the scheduler, or
+    errored past their retries. Closed as KILLED in MLflow and in their records."""
+    reason = "stopped: early stopping or repeated errors"
+    close_stray(_records(job, phase), reason)
     for run in tracker.children(parent_id):
         if run.info.status == "RUNNING":
-            tracker.client.set_tag(run.info.run_id, "failure_reason", "stopped: early stopping or repeated errors")
+            tracker.client.set_tag(run.info.run_id, "failure_reason", reason)
             tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _records(job: PipelineJob, phase: str) -> Path:
+    return phase_folder(job.output, job.pipeline.task.name, job.pipeline.method.key, phase)
 
 
 def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
@@ -174,6 +182,10 @@ def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) ->
         if trial.state == optuna.trial.TrialState.RUNNING:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     numbers = {json.dumps(t.params, sort_keys=True): t.number for t in study.trials}
+    for path in record_files(_records(job, "search")):
+        number = numbers.get(read_record(path).tags.get("searched", ""))
+        if number is not None:
+            TrialRecord(path).tags({"optuna_trial_number": number})
     for run in tracker.children(parent_id):
         number = numbers.get(run.data.tags.get("searched", ""))
         if number is not None:
@@ -204,11 +216,14 @@ def _tune(
         phase=phase,
         base_trial=apply_values(pipeline.base_trial, chosen),
         tracking_uri=job.tracking_uri,
+        output=job.output,
         parent_run_id=parent_run_id,
         search_seed=study.search.seed,
         checkpoint_every=study.checkpoint_every,
         threads=max(1, int(study.resources.cpu)),
         val_every=1 if asha else 0,
+        cpus=study.resources.cpu,
+        gpu_fraction=study.resources.gpu,
     )
     trainable = tune.with_resources(
         tune.with_parameters(_named_trainable(name), context=context),

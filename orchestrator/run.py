@@ -64,8 +64,8 @@ def preflight(study: Study) -> list[str]:
     """Everything that can be checked before Ray starts: data roots and backbone weights."""
     from provpt_core.backbone import BackboneConfig, BackboneLoadError, weight_file
     from provpt_core.config import ConfigError, build
-    from provpt_core.data.mini.build import mini_root
     from provpt_core.data.loading import DataConfig, cache_dir
+    from provpt_core.data.mini.build import mini_root
     from provpt_core.data.verify import format_reports, verify_task
 
     problems = []
@@ -152,7 +152,23 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     ray.kill(board)
     if started_here:
         ray.shutdown()
+    write_tables(study, output)
     return 1 if failed else 0
+
+
+def write_tables(study: Study, output: Path) -> None:
+    """The results tables of the study, from its records; a failure here loses no result."""
+    from orchestrator.results import ResultsError, from_output, to_frames
+    from orchestrator.tables import report_summary, write_report
+
+    folder = output / "results"
+    try:
+        report = write_report(study, to_frames(from_output(output)), folder)
+    except (ResultsError, StudyError, OSError, ValueError) as err:
+        print(f"warning: the results tables were not written ({err}); the trials are safe: "
+              f"run python -m orchestrator.tables {output}", file=sys.stderr)
+        return
+    print(report_summary(study, report, folder, str(output / "records")))
 
 
 def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:

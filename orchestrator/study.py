@@ -151,6 +151,13 @@ class TrackingSection(_Strict):
         return uri or None
 
 
+class AblationSection(_Strict):
+    """The study is an ablation: its methods are variants of one factor, tabled against the tasks."""
+
+    factor: str  # what is varied: the table's title (e.g. "allocator")
+    field: str | None = None  # a dotted trial-config path that labels each row; None: the method's label
+
+
 class Study(_Strict):
     name: str
     output: str | None = None  # None: outputs/<name>
@@ -166,6 +173,7 @@ class Study(_Strict):
     checkpoint_every: int = Field(5, ge=1)  # epochs between trial checkpoints
     max_failures: int = Field(2, ge=0)  # retries of a trial from its last checkpoint
     max_concurrent_pipelines: int | None = None  # None: enough to fill the cluster's trial slots
+    ablation: AblationSection | None = None
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,7 @@ KEY = "provpt.key"
 KIND = "provpt.kind"  # study, pipeline or trial
 PARENT = "mlflow.parentRunId"
 MAX_BATCH = 900  # MLflow accepts at most 1000 entries per log_batch
+MAX_REASON = 4000  # characters of a failure reason kept
 
 
 class Tracker:
@@ -58,7 +59,7 @@ class Tracker:
 
     def finish(self, run_id: str, failed_reason: str | None = None) -> None:
         if failed_reason is not None:
-            self.client.set_tag(run_id, "failure_reason", failed_reason[:4000])
+            self.client.set_tag(run_id, "failure_reason", failed_reason[:MAX_REASON])
         self.client.set_terminated(run_id, status="FAILED" if failed_reason is not None else "FINISHED")
 
     def log(

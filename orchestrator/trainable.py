@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: one trial of provpt_core, tracked in MLflow.
 
 The trial knows its epoch, its prompt distribution and its prompts, so it logs them itself
-into its own MLflow run (keyed, so a retried or resumed trial re-attaches). A trial whose run
+into its own MLflow run (keyed, so a retried or resumed trial re-attaches) and into its record
+in the study's output folder (`orchestrator.records`). A trial whose run
 already finished (the driver was killed after the trial ended but before Tune saved that)
 reports the recorded result instead of training again.
 """
@@ -20,12 +21,13 @@ from typing import Any
 import torch
 from ray import tune
 
+from orchestrator.records import SUMMARY_METRICS, TrialRecord, phase_folder
+from orchestrator.results import CONFIG_ARTIFACT
 from orchestrator.space import apply_values
-from orchestrator.tracking import Tracker, code_version, flatten
+from orchestrator.tracking import MAX_REASON, Tracker, code_version, flatten
 from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig
 
 CHECKPOINT_FILE = "trial.pt"
-SUMMARY_METRICS = ("best_val_acc", "final_val_acc", "test_acc", "trainable_params", "wall_seconds")
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,14 @@ class TrialContext:
     phase: str  # search or final
     base_trial: dict[str, Any]
     tracking_uri: str
+    output: str  # the study's output folder: trial records go under <output>/records
     parent_run_id: str
     search_seed: int
     checkpoint_every: int
     threads: int
     val_every: int = 0  # search trials score val this often (ASHA needs it every epoch)
+    cpus: float = 1.0  # the trial's Ray resources
+    gpu_fraction: float = 0.0
 
 
 def trial_config(context: TrialContext, values: dict[str, Any]) -> TrialConfig:
@@ -67,19 +72,63 @@ def trial_key(context: TrialContext, values: dict[str, Any], trial_id: str) -> s
     return f"{base}/seed{values['seed']}" if "seed" in values else f"{base}/{trial_id}"
 
 
-class TrialReporter(Callback):
-    """Per-epoch metrics to MLflow and Tune, with a checkpoint every few epochs."""
+class TrialLog:
+    """Where a trial's results go: its MLflow run and its record in the output folder, the
+    record first (a trial killed in between is retried, and both keep the first epoch and
+    the last summary)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, checkpoint_every: int, logged_epochs: int) -> None:
-        self.tracker, self.run_id = tracker, run_id
+    def __init__(self, tracker: Tracker, run_id: str, record: TrialRecord) -> None:
+        self.tracker, self.run_id, self.record = tracker, run_id, record
+        self.logged_epochs = {"mlflow": 0, "record": 0}
+
+    def start(self, key: str, tags: dict[str, Any], config: TrialConfig) -> None:
+        plain = config.to_dict()
+        self.record.start(key, self.run_id, tags, plain)
+        self.tracker.log(self.run_id, params=flatten(plain))
+        self.tracker.client.log_dict(self.run_id, plain, CONFIG_ARTIFACT)
+        self.logged_epochs = {
+            "mlflow": len(self.tracker.client.get_metric_history(self.run_id, "train_loss")),
+            "record": self.record.recorded_epochs(),
+        }
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Epochs already logged (by an earlier attempt of this trial) are not logged again."""
+        metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+        if epoch > self.logged_epochs["record"]:
+            self.record.epoch(epoch, metrics)
+        if epoch > self.logged_epochs["mlflow"]:
+            self.tracker.log(self.run_id, metrics, step=epoch)
+
+    def failed(self, reason: str) -> None:
+        reason = reason[:MAX_REASON]
+        self.record.end("FAILED", failure_reason=reason)
+        self.tracker.finish(self.run_id, failed_reason=reason)
+
+    def finished(self, summary: dict[str, Any], epoch: int, trainer: Trainer, result: FitResult) -> None:
+        tags, rows = {}, None
+        if result.distribution is not None:
+            tags["distribution"] = json.dumps(result.distribution)
+            rows = distribution_rows(result)
+        if tags:
+            self.record.tags(tags)
+        self.record.end("FINISHED", summary, distributions=rows)
+        if rows is not None:
+            _log_prompt_artifacts(self.tracker, self.run_id, trainer, rows)
+        self.tracker.log(self.run_id, summary, step=epoch, tags=tags)
+        self.tracker.finish(self.run_id)
+
+
+class TrialReporter(Callback):
+    """Per-epoch metrics to the trial's log and Tune, with a checkpoint every few epochs."""
+
+    def __init__(self, log: TrialLog, checkpoint_every: int) -> None:
+        self.log = log
         self.checkpoint_every = checkpoint_every
-        self.logged_epochs = logged_epochs  # epochs MLflow already has (a retried trial)
         self.last_val: float | None = None
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         epoch = int(metrics["epoch"])
-        if epoch > self.logged_epochs:
-            self.tracker.log(self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        self.log.epoch(epoch, metrics)
         # Tune wants the metric in every result: epochs without evaluation repeat the last
         # val score (0 before the first); `val_evaluated` tells them apart.
         if "val_acc" in metrics:
@@ -102,24 +151,21 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
     tracker = Tracker(context.tracking_uri, context.study)
     key = trial_key(context, values, trial_id)
     name = key.split("/", 1)[1]
-    run = tracker.run(
-        key,
-        name,
-        "trial",
-        parent=context.parent_run_id,
-        tags={
-            "study": context.study,
-            "task": context.task,
-            "group": context.group,
-            "method": context.method,
-            "phase": context.phase,
-            "seed": config.train.seed,
-            "config_hash": config_hash(config),
-            "code_version": code_version(),
-            "ray_trial_id": trial_id,
-            "searched": json.dumps({k: v for k, v in values.items() if k != "seed"}, sort_keys=True),
-        },
-    )
+    tags = {
+        "study": context.study,
+        "task": context.task,
+        "group": context.group,
+        "method": context.method,
+        "phase": context.phase,
+        "seed": config.train.seed,
+        "config_hash": config_hash(config),
+        "code_version": code_version(),
+        "ray_trial_id": trial_id,
+        "searched": json.dumps({k: v for k, v in values.items() if k != "seed"}, sort_keys=True),
+        "gpu_fraction": context.gpu_fraction,
+        "cpus": context.cpus,
+    }
+    run = tracker.run(key, name, "trial", parent=context.parent_run_id, tags=tags)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
@@ -127,10 +173,10 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         return
     if run.info.status != "RUNNING":
         tracker.client.update_run(run_id, status="RUNNING")
-    tracker.log(run_id, params=flatten(config.to_dict()))
-    logged = len(tracker.client.get_metric_history(run_id, "train_loss"))
-    reporter = TrialReporter(tracker, run_id, context.checkpoint_every, logged)
-    trainer = Trainer(config, callbacks=[reporter])
+    record = TrialRecord(phase_folder(context.output, context.task, context.method, context.phase) / f"{key.rsplit('/', 1)[1]}.jsonl")
+    log = TrialLog(tracker, run_id, record)
+    log.start(key, tags, config)
+    trainer = Trainer(config, callbacks=[TrialReporter(log, context.checkpoint_every)])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -138,7 +184,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
     try:
         result = trainer.fit()
     except DivergedError as err:
-        tracker.finish(run_id, failed_reason=f"diverged: {err}")
+        log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
         return
     summary = {
@@ -148,12 +194,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         "trainable_params": result.trainable_params,
         "wall_seconds": result.wall_seconds,
     }
-    tags = {}
-    if result.distribution is not None:
-        tags["distribution"] = json.dumps(result.distribution)
-        _log_prompt_artifacts(tracker, run_id, trainer, distribution_rows(result))
-    tracker.log(run_id, summary, step=result.epochs_completed, tags=tags)
-    tracker.finish(run_id)
+    log.finished(summary, result.epochs_completed, trainer, result)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
 
 

@@ -162,7 +162,7 @@ def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):
             assert trial.data.params["data.phase"] == "final"
         if tags["method"] == "provpt":
             artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
-            assert artifacts == {"distributions.parquet", "prompts.safetensors"}
+            assert artifacts == {"config.json", "distributions.parquet", "prompts.safetensors"}
             assert trial.info.artifact_uri.startswith((output / "artifacts").as_uri())
             assert sum(json.loads(tags["distribution"])) == 12
     finals = [p for p in pipelines if p.data.tags["phase"] == "final"]
@@ -189,3 +189,29 @@ def test_optuna_studies_are_persisted(study_run):
     study = optuna.load_study(study_name="micro/mini_count/provpt", storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) >= 2 and all("train.lr" in t.params for t in complete)
+
+
+def test_tables_from_mlflow_equal_the_tables_from_the_output_folder(study_run, tmp_path):
+    import pandas as pd
+
+    from orchestrator.tables import main
+
+    output = study_run["output"]
+    written = output / "results"  # by the study's own run, from its records
+    assert main([str(output), "--from-mlflow", f"sqlite:///{study_run['db']}", "--out", str(tmp_path), "--no-figures"]) == 0
+    for name in ("trials", "epochs", "distributions"):
+        pd.testing.assert_frame_equal(pd.read_parquet(written / f"{name}.parquet"), pd.read_parquet(tmp_path / f"{name}.parquet"))
+    tables = sorted(p.name for p in (written / "tables").iterdir())
+    assert "mini.md" in tables and tables == sorted(p.name for p in (tmp_path / "tables").iterdir())
+    for name in tables:
+        assert (written / "tables" / name).read_bytes() == (tmp_path / "tables" / name).read_bytes(), name
+    trials = pd.read_parquet(written / "trials.parquet")
+    assert len(trials) == 20 and trials["trial"].is_unique
+    assert set(trials.loc[trials["method"] == "vpt_shallow", "status"]) == {"FAILED"}
+    epochs = pd.read_parquet(written / "epochs.parquet")
+    finished = trials.loc[trials["status"] == "FINISHED", "trial"]
+    assert (epochs[epochs["trial"].isin(finished)].groupby("trial").size() == 2).all()
+    mini = (written / "tables" / "mini.md").read_text()
+    shallow = next(line for line in mini.splitlines() if line.startswith("| vpt_shallow |"))
+    assert shallow.count("| failed") == 2 and "incomplete (0/2 tasks)" in shallow  # the diverged method, as such
+    assert (written / "figures" / "distribution_provpt.png").exists()

@@ -1,0 +1,233 @@
+"""A study's results as three typed parquet tables, read from MLflow or from the output folder.
+
+``trials.parquet``, one row per trial:
+    trial (string): the trial's key, ``study/task/method/phase/seedN`` or ``.../<ray trial id>``
+    study, task, group, method, phase (string); seed (int64)
+    status (string): FINISHED, FAILED (e.g. diverged), KILLED (stopped early or errored past
+        its retries) or RUNNING; failure_reason (string, null)
+    best_val_acc, final_val_acc, test_acc (float64, fractions; null where not scored)
+    trainable_params (int64), wall_seconds (float64, null unless finished), epochs (int64:
+        epochs recorded), gpu_fraction, cpus (float64: the trial's Ray resources)
+    mlflow_run_id, ray_trial_id, config_hash, code_version (string)
+    searched (string: JSON of the searched values), optuna_trial_number (int64, null)
+    config.<field> for every field of the trial config (``config.train.lr``,
+        ``config.method.relocation.allocator``...), typed bool / int64 / float64 / string;
+        lists as JSON strings; null where a method has no such field
+``epochs.parquet``: trial (string), epoch (int64), one float64 column per metric logged per
+    epoch (train_loss, train_acc, lr, epoch_seconds, val_acc, val_loss, ...; null where not
+    measured that epoch)
+``distributions.parquet``: trial (string), epoch, block, count (int64): the prompts per block
+    at the start (epoch 0) and after every relocation (PRO-VPT trials only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.records import SUMMARY_METRICS, TrialResult, read_records
+from orchestrator.tracking import KIND, flatten
+
+SCHEMA_VERSION = "provpt.results/1"
+CONFIG_ARTIFACT = "config.json"
+DISTRIBUTIONS_ARTIFACT = "distributions.parquet"
+IDENTITY = ("study", "task", "group", "method", "phase")
+TRIAL_COLUMNS: dict[str, pa.DataType] = {
+    "trial": pa.string(),
+    **{name: pa.string() for name in IDENTITY},
+    "seed": pa.int64(),
+    "status": pa.string(),
+    "failure_reason": pa.string(),
+    "best_val_acc": pa.float64(),
+    "final_val_acc": pa.float64(),
+    "test_acc": pa.float64(),
+    "trainable_params": pa.int64(),
+    "wall_seconds": pa.float64(),
+    "epochs": pa.int64(),
+    "gpu_fraction": pa.float64(),
+    "cpus": pa.float64(),
+    "mlflow_run_id": pa.string(),
+    "ray_trial_id": pa.string(),
+    "config_hash": pa.string(),
+    "code_version": pa.string(),
+    "searched": pa.string(),
+    "optuna_trial_number": pa.int64(),
+}
+
+
+class ResultsError(RuntimeError):
+    """The results cannot be read (no such experiment, a broken record file)."""
+
+
+@dataclass
+class Results:
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    distributions: pd.DataFrame
+
+
+def from_output(output: str | Path) -> list[TrialResult]:
+    """The trials recorded in a study's output folder."""
+    try:
+        return read_records(output)
+    except (ValueError, KeyError) as err:
+        raise ResultsError(str(err)) from None
+
+
+def from_mlflow(uri: str, study: str) -> list[TrialResult]:
+    """The trials of a study's MLflow experiment (named after the study)."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact buries the report
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        raise ResultsError(f"{uri}: no MLflow experiment named '{study}'")
+    results, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{KIND}` = 'trial'", max_results=1000, page_token=token
+        )
+        results += [_from_run(client, run) for run in page]
+        token = page.token
+        if not token:
+            return results
+
+
+def _from_run(client, run) -> TrialResult:
+    run_id = run.info.run_id
+    metrics = run.data.metrics
+    epochs: dict[int, dict[str, float]] = {}
+    for name in sorted(set(metrics) - set(SUMMARY_METRICS)):
+        for point in sorted(client.get_metric_history(run_id, name), key=lambda m: (m.step, m.timestamp)):
+            epochs.setdefault(point.step, {}).setdefault(name, point.value)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    config, distributions = {}, []
+    with tempfile.TemporaryDirectory() as folder:
+        if CONFIG_ARTIFACT in artifacts:
+            config = json.loads(Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)).read_text())
+        if DISTRIBUTIONS_ARTIFACT in artifacts:
+            frame = pd.read_parquet(client.download_artifacts(run_id, DISTRIBUTIONS_ARTIFACT, folder))
+            distributions = [tuple(int(v) for v in row) for row in frame[["epoch", "block", "count"]].itertuples(index=False)]
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "provpt."))}
+    return TrialResult(
+        key=run.data.tags["provpt.key"],
+        run_id=run_id,
+        status=run.info.status,
+        tags=tags,
+        config=config,
+        summary={k: metrics[k] for k in SUMMARY_METRICS if k in metrics},
+        epochs=dict(sorted(epochs.items())),
+        distributions=distributions,
+        failure_reason=tags.get("failure_reason"),
+    )
+
+
+def to_frames(results: list[TrialResult]) -> Results:
+    """The three tables, sorted by trial key (then epoch, block), so equal inputs give equal bytes."""
+    results = sorted(results, key=lambda r: r.key)
+    trial_rows, config_rows, epoch_rows, distribution_rows = [], [], [], []
+    for result in results:
+        tags = result.tags
+        trial_rows.append(
+            {
+                "trial": result.key,
+                **{name: tags.get(name) for name in IDENTITY},
+                "seed": _int(tags.get("seed")),
+                "status": result.status,
+                "failure_reason": result.failure_reason,
+                **{name: result.summary.get(name) for name in SUMMARY_METRICS},
+                "trainable_params": _int(result.summary.get("trainable_params")),
+                "epochs": len(result.epochs),
+                "gpu_fraction": _float(tags.get("gpu_fraction")),
+                "cpus": _float(tags.get("cpus")),
+                "mlflow_run_id": result.run_id,
+                "ray_trial_id": tags.get("ray_trial_id"),
+                "config_hash": tags.get("config_hash"),
+                "code_version": tags.get("code_version"),
+                "searched": tags.get("searched"),
+                "optuna_trial_number": _int(tags.get("optuna_trial_number")),
+            }
+        )
+        config_rows.append({f"config.{k}": v for k, v in flatten(result.config).items()})
+        epoch_rows += [{"trial": result.key, "epoch": e, **m} for e, m in sorted(result.epochs.items())]
+        distribution_rows += [
+            {"trial": result.key, "epoch": e, "block": b, "count": c} for e, b, c in sorted(result.distributions)
+        ]
+    trials = _typed_frame(trial_rows, TRIAL_COLUMNS)
+    config_names = sorted({name for row in config_rows for name in row})
+    for name in config_names:
+        trials[name] = _typed_series([row.get(name) for row in config_rows])
+    metric_names = sorted({k for row in epoch_rows for k in row} - {"trial", "epoch"})
+    epochs = _typed_frame(
+        epoch_rows, {"trial": pa.string(), "epoch": pa.int64(), **{name: pa.float64() for name in metric_names}}
+    )
+    distributions = _typed_frame(
+        distribution_rows, {"trial": pa.string(), "epoch": pa.int64(), "block": pa.int64(), "count": pa.int64()}
+    )
+    return Results(trials, epochs, distributions)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(float(value))
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def _typed_frame(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pd.DataFrame:
+    schema = pa.schema([(name, kind) for name, kind in columns.items()])
+    table = pa.Table.from_pylist([{name: row.get(name) for name in columns} for row in rows], schema=schema)
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _typed_series(values: list[Any]) -> pd.Series:
+    """A config column: bool, int64, float64 or string by its values; anything mixed as JSON."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds and kinds <= {bool}:
+        kind = pa.bool_()
+    elif kinds and kinds <= {int}:
+        kind = pa.int64()
+    elif kinds and kinds <= {int, float}:
+        kind = pa.float64()
+    elif kinds <= {str}:
+        kind = pa.string()
+    else:
+        kind, values = pa.string(), [None if v is None else json.dumps(v) for v in values]
+    return pd.Series(pa.array(values, type=kind), dtype=pd.ArrowDtype(kind))
+
+
+def write_parquet(results: Results, folder: Path) -> dict[str, Path]:
+    """trials / epochs / distributions .parquet under `folder`, each replaced atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in ("trials", "epochs", "distributions"):
+        frame: pd.DataFrame = getattr(results, name)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.replace_schema_metadata({"provpt.schema": SCHEMA_VERSION, "provpt.table": name})
+        path = folder / f"{name}.parquet"
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".parquet")
+        os.close(handle)
+        try:
+            pq.write_table(table, temporary)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        written[name] = path
+    return written
+
+
+def read_parquet(folder: Path) -> Results:
+    return Results(
+        *(pd.read_parquet(folder / f"{name}.parquet", dtype_backend="pyarrow") for name in ("trials", "epochs", "distributions"))
+    )

@@ -1,0 +1,285 @@
+"""The results tables from hand-made trials, against numbers worked out by hand here."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pandas as pd
+import pytest
+
+from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, load_published
+from orchestrator.records import TrialRecord, TrialResult, read_records
+from orchestrator.results import read_parquet, to_frames, write_parquet
+from orchestrator.study import Study
+from orchestrator.tables import build_tables, main, write_report
+from provpt_core.data.tasks import TASKS
+
+SEEDS = [1, 2]
+# test accuracy (%) per method, task, seed; absent: no final trial
+SCORES = {
+    "vpt_deep": {"cifar": {1: 70.0, 2: 72.0}, "dtd": {1: 60.0, 2: 62.0}, "eurosat": {1: 90.0, 2: 94.0}, "clevr_count": {1: 50.0, 2: 40.0}},
+    "provpt": {"cifar": {1: 75.0, 2: 73.0}, "dtd": {1: 61.0, 2: 66.0}, "eurosat": {1: 91.0, 2: 93.0}},
+    "linear": {"cifar": {1: 65.0}, "dtd": {1: 55.0, 2: 57.0}, "clevr_count": {1: 30.0, 2: 34.0}},
+}
+TASK_NAMES = ["cifar", "dtd", "eurosat", "clevr_count"]
+
+
+def _study(**extra) -> Study:
+    methods = [
+        {"name": "vpt_deep"},
+        {"name": "provpt"},
+        {"name": "linear"},
+        {"name": "vpt_shallow", "search": {"train.lr": {"low": 0.1, "high": 1.0}}},
+    ]
+    return Study.model_validate(
+        {"name": "fixture", "tasks": TASK_NAMES, "methods": methods, "final": {"seeds": SEEDS}, "search": {"trials": 2}, **extra}
+    )
+
+
+def _trial(method, task, phase, seed, status, test=None, wall=None, epochs=2, params=1000, name=None) -> TrialResult:
+    spec = next(s for s in TASKS if s.name == task)
+    key = f"fixture/{task}/{method}/{phase}/{name or f'seed{seed}'}"
+    tags = {"study": "fixture", "task": task, "group": spec.group, "method": method, "phase": phase, "seed": str(seed),
+            "gpu_fraction": "0.5", "cpus": "1.0", "searched": "{}"}
+    summary = {} if test is None else {"test_acc": test / 100, "final_val_acc": 0.5, "best_val_acc": 0.6,
+                                        "trainable_params": float(params), "wall_seconds": wall}
+    return TrialResult(
+        key, f"run-{key}", status, tags, {"train": {"lr": 0.5, "seed": seed}, "method": {"name": method}},
+        summary, {e: {"train_loss": 1.0 / e, "epoch_seconds": 360.0} for e in range(1, epochs + 1)},
+    )
+
+
+def _fixture_trials() -> list[TrialResult]:
+    trials = []
+    for method, tasks in SCORES.items():
+        for task, seeds in tasks.items():
+            trials += [_trial(method, task, "final", s, "FINISHED", acc, wall=1800.0) for s, acc in seeds.items()]
+    trials += [_trial("provpt", "clevr_count", "final", s, "FAILED") for s in SEEDS]  # diverged: 2 epochs of 360 s
+    trials.append(_trial("vpt_shallow", "cifar", "search", 0, "RUNNING", name="t0"))
+    return trials
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parquet")
+    write_parquet(to_frames(_fixture_trials()), folder)  # through the parquet files, as a user would
+    return build_tables(_study(), read_parquet(folder))[0]
+
+
+def test_task_cells_mean_std_and_missing_states(tables):
+    table = tables["vtab1k"]
+    cifar = table.cell("vpt_deep", "cifar")
+    assert cifar.value == pytest.approx(71.0) and cifar.std == pytest.approx(math.sqrt(2))  # stdev(70, 72)
+    assert cifar.text() == "71.0 ± 1.4"
+    partial = table.cell("linear", "cifar")
+    assert partial.value == 65.0 and partial.std is None and partial.text() == "65.0 (1/2 seeds)"
+    assert table.cell("provpt", "clevr_count").text() == "failed"
+    assert table.cell("linear", "eurosat").text() == "missing"
+    assert table.cell("vpt_shallow", "cifar").text() == "running"
+    assert table.cell("vpt_shallow", "dtd").text() == "missing"
+
+
+def test_group_means_and_both_averages(tables):
+    table = tables["vtab1k"]
+    natural = table.cell("vpt_deep", "group:Natural")
+    assert natural.value == pytest.approx((71 + 61) / 2)
+    assert natural.std == pytest.approx(abs((70 + 60) / 2 - (72 + 62) / 2) / math.sqrt(2))
+    assert table.cell("vpt_deep", "group:Structured").value == pytest.approx(45.0)
+    groups = table.cell("vpt_deep", MEAN_GROUPS)
+    assert groups.value == pytest.approx((66 + 92 + 45) / 3)
+    seed1, seed2 = (65 + 90 + 50) / 3, (67 + 94 + 40) / 3  # the mean of group means, per seed
+    assert groups.std == pytest.approx(abs(seed1 - seed2) / math.sqrt(2))
+    tasks = table.cell("vpt_deep", MEAN_TASKS)
+    assert tasks.value == pytest.approx((71 + 61 + 92 + 45) / 4)
+    assert tasks.std == pytest.approx(abs((70 + 60 + 90 + 50) / 4 - (72 + 62 + 94 + 40) / 4) / math.sqrt(2))
+    titles = {c.id: c.title for c in table.columns}
+    assert titles[MEAN_GROUPS] == "Mean of 3 groups" and titles[MEAN_TASKS] == "Mean of 4 tasks"
+    assert titles["group:Natural"] == "Natural (2)"
+    # a mean over a task with no result is not a number
+    assert table.cell("provpt", MEAN_TASKS).text() == "incomplete (3/4 tasks)"
+    assert table.cell("provpt", "group:Natural").value == pytest.approx((74 + 63.5) / 2)
+    assert table.cell("vpt_deep", "params").value == pytest.approx(0.001)
+
+
+def test_published_numbers_beside_ours_with_differences(tables):
+    table = tables["vtab1k"]
+    published = {(r["method"], r["task"]): float(r["value"]) for r in _published_rows()}
+    row = next(r for r in table.rows if r.label.startswith("vpt_deep: published ["))
+    assert "secondary-consistent" in row.label
+    assert row.cells["cifar"].value == published[("vpt_deep", "cifar")]
+    delta = next(r for r in table.rows if r.label == "vpt_deep: ours − published")
+    assert delta.cells["cifar"].value == pytest.approx(71.0 - published[("vpt_deep", "cifar")])
+    # the paper's group means cover all 7 natural tasks; ours cover 2: not comparable
+    assert row.cells["group:Natural"].state == "n/a"
+    # PRO-VPT's re-run of VPT-deep is a second reference of the vpt_deep row; it has no cifar number
+    rerun = next(r for r in table.rows if r.label.startswith("vpt_deep: published (as re-run by provpt)"))
+    assert rerun.cells["cifar"].text() == "n/s"
+    # a method with no sourced number on a benchmark says so
+    shallow = next(r for r in table.rows if r.label.startswith("vpt_shallow: published"))
+    assert shallow.cells["cifar"].value == published[("vpt_shallow", "cifar")]
+    delta = next(r for r in table.rows if r.label == "vpt_shallow: ours − published")
+    assert delta.cells["cifar"].text() == "running"
+
+
+def test_published_aggregates_on_the_full_benchmark(tmp_path):
+    vtab = [s for s in TASKS if s.benchmark == "vtab1k"]
+    scores = {s.name: 40.0 + 2 * i for i, s in enumerate(vtab)}
+    trials = [_trial("vpt_deep", name, "final", 1, "FINISHED", acc, wall=60.0) for name, acc in scores.items()]
+    study = Study.model_validate({"name": "fixture", "tasks": ["vtab1k"], "methods": [{"name": "vpt_deep"}], "final": {"seeds": [1]}})
+    table = build_tables(study, to_frames(trials))[0]["vtab1k"]
+    natural = [scores[s.name] for s in vtab if s.group == "Natural"]
+    group_means = [sum(v) / len(v) for g in ("Natural", "Specialized", "Structured") for v in [[scores[s.name] for s in vtab if s.group == g]]]
+    published = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == "vpt_deep"}
+    delta = next(r for r in table.rows if r.label == "vpt_deep: ours − published")
+    assert delta.cells["group:Natural"].value == pytest.approx(sum(natural) / 7 - published["group:natural"])
+    assert delta.cells[MEAN_GROUPS].value == pytest.approx(sum(group_means) / 3 - published["mean_of_groups"])
+    assert delta.cells[MEAN_TASKS].value == pytest.approx(sum(scores.values()) / 19 - published["mean_of_19"])
+    assert [c.title for c in table.columns][-3:] == ["Mean of 3 groups", "Mean of 19 tasks", "Params (M)"]
+
+
+def test_comparison_with_the_baseline(tables):
+    from scipy.stats import wilcoxon
+
+    compare = tables["compare_vtab1k"]
+    diffs = [((75 - 70) + (73 - 72)) / 2, ((61 - 60) + (66 - 62)) / 2, ((91 - 90) + (93 - 94)) / 2]
+    for task, diff in zip(["cifar", "dtd", "eurosat"], diffs):
+        assert compare.cell("provpt", task).value == pytest.approx(diff)
+    assert compare.cell("provpt", "clevr_count").text() == "missing"
+    assert compare.cell("provpt", "wins").text() == "2/1/0"
+    assert compare.cell("provpt", "p").value == pytest.approx(wilcoxon(diffs).pvalue)
+    assert compare.cell("linear", "cifar").value == pytest.approx(65 - 70)  # seed 1 only: the shared one
+    assert not any(r.label.endswith("†") for r in tables["vtab1k"].rows)  # 2 tasks cannot be significant
+
+
+def test_coverage_and_cost(tables):
+    coverage = tables["coverage"]
+    assert coverage.cell("vpt_deep final seed 1", "cifar").text() == "done"
+    assert coverage.cell("provpt final seed 2", "clevr_count").text() == "failed"
+    assert coverage.cell("linear final seed 2", "cifar").text() == "missing"
+    assert coverage.cell("vpt_shallow search", "cifar").text() == "1 running, 1 missing"
+    assert coverage.cell("vpt_shallow search", "dtd").text() == "2/2 missing"
+    cost = tables["cost"]
+    assert cost.cell("vpt_deep", "cifar").text() == "1 (0.5)"  # two finished trials of 1800 s at half a GPU
+    assert cost.cell("provpt", "clevr_count").text() == "0.4 (0.2)"  # two failed trials: 2 epochs of 360 s each
+    assert "Cost of this table: " in tables["vtab1k"].notes[-1]
+
+
+def test_written_report_files_and_formats(tmp_path):
+    report = write_report(_study(), to_frames(_fixture_trials()), tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in report.files}
+    for stem in ("vtab1k", "compare_vtab1k"):
+        assert {f"tables/{stem}.md", f"tables/{stem}.tex", f"tables/{stem}.csv"} <= names
+    assert {"trials.parquet", "epochs.parquet", "distributions.parquet", "tables/coverage.md"} <= names
+    markdown = (tmp_path / "tables" / "vtab1k.md").read_text()
+    assert "| vpt_deep | 71.0 ± 1.4 |" in markdown and "| failed |" in markdown
+    latex = (tmp_path / "tables" / "vtab1k.tex").read_text()
+    assert r"71.0 $\pm$ 1.4" in latex and r"vpt\_deep" in latex
+    long = pd.read_csv(tmp_path / "tables" / "vtab1k.csv")
+    cell = long[(long["row"] == "vpt_deep") & (long["column"] == MEAN_TASKS)].iloc[0]
+    assert cell["value"] == pytest.approx(67.25) and cell["kind"] == "ours"
+
+
+def test_trials_parquet_is_typed(tmp_path):
+    write_parquet(to_frames(_fixture_trials()), tmp_path)
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(tmp_path / "trials.parquet")
+    assert str(schema.field("seed").type) == "int64" and str(schema.field("test_acc").type) == "double"
+    assert str(schema.field("config.train.lr").type) == "double" and str(schema.field("config.method.name").type) == "string"
+    assert schema.metadata[b"provpt.schema"] == b"provpt.results/1"
+    epochs = pd.read_parquet(tmp_path / "epochs.parquet")
+    assert len(epochs) == 2 * len(_fixture_trials()) and set(epochs.columns) == {"trial", "epoch", "train_loss", "epoch_seconds"}
+
+
+def test_records_round_trip_and_tolerate_a_cut_last_line(tmp_path):
+    record = TrialRecord(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
+    record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "t"}, {"train": {"lr": 0.1}})
+    record.epoch(1, {"train_loss": 0.5, "val_acc": None})
+    record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "other"}, {"train": {"lr": 0.1}})  # a retry
+    record.epoch(1, {"train_loss": 0.7})  # the retried epoch: the first one counts
+    record.end("FINISHED", {"test_acc": 0.9, "wall_seconds": None}, distributions=[{"epoch": 0, "block": 0, "count": 1}])
+    with open(record.path, "a") as handle:
+        handle.write('{"event": "ep')  # a writer killed mid-line
+    (result,) = read_records(tmp_path)
+    assert result.epochs == {1: {"train_loss": 0.5}} and result.tags["task"] == "t"
+    assert result.status == "FINISHED" and result.summary == {"test_acc": 0.9} and result.distributions == [(0, 0, 1)]
+    record.path.write_text('{"event": "epoch"}\n' + record.path.read_text())
+    with pytest.raises(ValueError, match="seed1.jsonl:1: expected a 'start' line"):
+        read_records(tmp_path)
+
+
+def test_published_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "published.csv"
+    rows = _csv_path().read_text().splitlines()
+    bad.write_text("\n".join(rows[:3] + ["vpt_deep,vtab1k,no_such_task,1.0,primary,x"]) + "\n")
+    with pytest.raises(ValueError, match=r"published.csv:4: unknown task 'no_such_task'"):
+        load_published(bad)
+    assert len(load_published()) == len(rows) - 1  # every shipped number maps to a column
+
+
+def test_command_line_reports_a_folder_without_a_study(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no study.json" in capsys.readouterr().err
+
+
+def _csv_path():
+    from orchestrator.published import default_path
+
+    return default_path()
+
+
+def _published_rows() -> list[dict[str, str]]:
+    """The shipped published numbers, read here with the csv module alone."""
+    with open(_csv_path(), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_method_better_on_every_task_is_flagged():
+    tasks = ["cifar", "caltech101", "dtd", "svhn", "eurosat", "kitti"]
+    trials = []
+    for i, task in enumerate(tasks):
+        for seed in SEEDS:
+            trials.append(_trial("vpt_deep", task, "final", seed, "FINISHED", 50.0 + seed, wall=60.0))
+            trials.append(_trial("provpt", task, "final", seed, "FINISHED", 51.0 + i + seed, wall=60.0))
+    methods = [{"name": "vpt_deep"}, {"name": "provpt"}]
+    study = Study.model_validate({"name": "fixture", "tasks": tasks, "methods": methods, "final": {"seeds": SEEDS}})
+    tables = build_tables(study, to_frames(trials))[0]
+    assert tables["compare_vtab1k"].cell("provpt", "p").value == pytest.approx(2 / 2**6)  # exact: all 6 signs agree
+    labels = [r.label for r in tables["vtab1k"].rows if r.kind == "ours"]
+    assert labels == ["vpt_deep", "provpt†"]
+    assert any("Wilcoxon signed-rank, p < 0.05" in note for note in tables["vtab1k"].notes)
+
+
+def test_ablation_table_rows_are_the_varied_factor():
+    methods = [
+        {"name": "provpt", "label": f"provpt_{allocator}", "config": {"relocation": {"allocator": allocator}}}
+        for allocator in ("ppo", "random")
+    ]
+    trials = [
+        _trial(f"provpt_{allocator}", task, "final", seed, "FINISHED", base + seed, wall=60.0)
+        for allocator, base in (("ppo", 60.0), ("random", 50.0))
+        for task in ("cifar", "eurosat")
+        for seed in SEEDS
+    ]
+    study = Study.model_validate(
+        {"name": "fixture", "tasks": ["cifar", "eurosat"], "methods": methods, "final": {"seeds": SEEDS},
+         "ablation": {"factor": "allocator", "field": "method.relocation.allocator"}}
+    )
+    ablation = build_tables(study, to_frames(trials))[0]["ablation"]
+    assert [r.label for r in ablation.rows] == ["allocator=ppo", "allocator=random"]
+    assert ablation.cell("allocator=random", MEAN_TASKS).value == pytest.approx(51.5)
+    assert ablation.cell("allocator=ppo", "cifar").text() == "61.5 ± 0.7"
+    assert ablation.title.startswith("Ablation: allocator")
+
+
+def test_figures_are_written_for_recorded_distributions(tmp_path):
+    trials = _fixture_trials()
+    for trial in trials:
+        if trial.tags["method"] == "provpt" and trial.status == "FINISHED":
+            trial.distributions = [(0, b, 1) for b in range(12)] + [(1, b, 2 if b == 3 else 1 - (b == 0)) for b in range(12)]
+    files = {p.name for p in write_report(_study(), to_frames(trials), tmp_path).files}
+    assert {"distribution_provpt.png", "distribution_provpt.pdf", "trace_cifar_provpt.png", "trace_eurosat_provpt.pdf"} <= files
+    again = tmp_path / "again"
+    write_report(_study(), to_frames(trials), again)
+    assert (again / "figures" / "trace_cifar_provpt.pdf").read_bytes() == (tmp_path / "figures" / "trace_cifar_provpt.pdf").read_bytes()
