@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +173,7 @@ class Trainer:
         for inputs, labels in self.train_batches():
             self.optimizer.zero_grad(set_to_none=True)
             logits = self._forward(inputs, train=True)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = self.method.training_loss(self, logits, labels)
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
@@ -221,7 +221,23 @@ class Trainer:
 
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training-mode loss of a batch from `train_batches` (augmentation included)."""
-        return F.cross_entropy(self._forward(inputs, train=True).float(), labels)
+        return self.method.training_loss(self, self._forward(inputs, train=True), labels)
+
+    @torch.no_grad()
+    def split_features(
+        self, split: str, features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """`features` (default: the model's CLS feature) of every image of a split, in eval
+        mode (centre crop, no dropout), as float32 [n, dim]."""
+        self.model.eval()
+        features = features or self.model.features
+        images, size = self.splits[split].images, self.config.eval.batch_size
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            chunks = [
+                features(self._prepare(images[i : i + size].to(self.device), train=False))
+                for i in range(0, len(images), size)
+            ]
+        return torch.cat(chunks).float()
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Record an event of the method (e.g. "relocation") and pass it to the callbacks."""
@@ -257,18 +273,10 @@ class Trainer:
             return self.feature_cache[split], labels
         return self.splits[split].images, labels
 
-    @torch.no_grad()
     def _cache_features(self) -> None:
         """Backbone features of every split, once: valid when nothing before the head trains."""
-        self.model.eval()
-        size = self.config.eval.batch_size
-        for name, split in self.splits.items():
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                chunks = [
-                    self.model.features(self.normalize(split.images[i : i + size].to(self.device)))
-                    for i in range(0, len(split), size)
-                ]
-            self.feature_cache[name] = torch.cat(chunks).float()
+        for name in self.splits:
+            self.feature_cache[name] = self.split_features(name)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         train = self.config.train

@@ -62,7 +62,7 @@ class PromptBank(nn.Module):
 
     def block_prompts(self, block: int, patch_tokens: torch.Tensor) -> torch.Tensor | None:
         """The prompts block `block` inserts, [batch, n_block, dim]; None: insert nothing."""
-        rows = self._block_rows()[block]
+        rows = self.block_rows(block)
         if self.insertion == "carry" and len(rows) == 0:
             return None
         prompts = self.weight.index_select(0, rows).to(patch_tokens.dtype)
@@ -75,10 +75,11 @@ class PromptBank(nn.Module):
         self.block_of[prompt] = block
         self._forget_rows()
 
-    def _block_rows(self) -> list[torch.Tensor]:
+    def block_rows(self, block: int) -> torch.Tensor:
+        """Indices (rows of `weight`) of the prompts in `block`."""
         if self._rows is None:
             self._rows = [torch.nonzero(self.block_of == b).flatten() for b in range(self.num_blocks)]
-        return self._rows
+        return self._rows[block]
 
     def _forget_rows(self) -> None:
         self._rows = None

@@ -19,6 +19,12 @@ METHODS = {
         "num_prompts": 2,
         "relocation": {"allocator": "thompson", "prompts_per_move": 2, "keep_momentum": False},
     },
+    "vapt": {"name": "vapt", "num_prompts": 2},
+    "vapt_ablated": {"name": "vapt", "num_prompts": 2, "conv": False, "shared_projector": False, "static_blocks": 3},
+    "davpt": {"name": "davpt", "num_prompts": 2, "guided_blocks": [-1, 5]},
+    "davpt_plus": {"name": "davpt_plus", "num_prompts": 2},
+    "davpt_plus_authors": {"name": "davpt_plus", "num_prompts": 8, "bias_set": "authors"},
+    "full": {"name": "full"},
 }
 
 

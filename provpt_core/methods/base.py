@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from provpt_core.model import VPT_HEAD_BIAS, PromptedViT
@@ -57,6 +58,11 @@ class Method:
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         """Before the training batches of `epoch` (0-based)."""
+
+    def training_loss(self, trainer: Trainer, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of a training forward (cross-entropy); a method may add terms from what it
+        captured during that forward."""
+        return F.cross_entropy(logits.float(), labels)
 
     def after_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
         """After a training step's backward and gradient clipping, before the optimizer step."""
