@@ -92,6 +92,9 @@ class MethodEntry(_Strict):
     label: str | None = None  # name in tables and runs when one method appears twice
     config: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Param] = Field(default_factory=dict)
+    # this method's defaults of the trial config, over the study's `trial`, e.g. full
+    # fine-tuning's {train: {optimizer: adamw, lr: 1.0e-4}}
+    trial: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -109,6 +112,12 @@ class DataSection(_Strict):
     roots: dict[Literal["vtab1k", "fgvc"], str] = Field(default_factory=dict)
     cache_dir: str | None = None
     check_images: bool = False  # also decode every image in the pre-flight check
+
+    @field_validator("roots")
+    @classmethod
+    def _given(cls, roots: dict[str, str]) -> dict[str, str]:
+        """An empty root (``${VTAB_ROOT:-}`` unset) is no root: the pre-flight asks for it."""
+        return {benchmark: root for benchmark, root in roots.items() if root}
 
 
 class Resources(_Strict):
@@ -203,7 +212,7 @@ class Study(_Strict):
 
     def base_trial(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
         """The trial config of (method, task) before search values and seeds are applied."""
-        trial = copy.deepcopy(self.trial)
+        trial = _merged(self.trial, method.trial)
         trial["backbone"] = {**self.backbone, **trial.get("backbone", {})}
         trial["method"] = {"name": method.name, **method.config}
         data = {**trial.get("data", {}), "task": task.name}
@@ -213,6 +222,14 @@ class Study(_Strict):
             data["cache_dir"] = self.data.cache_dir
         trial["data"] = data
         return trial
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with `override`'s values in, mappings merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
 
 
 def load_study(path: str | Path) -> Study:

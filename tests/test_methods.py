@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_trial
+
 from provpt_core.data.synthetic import synthetic_splits
 from provpt_core.engine import Trainer
 from provpt_core.methods.davpt import cosine_kmeans, proxy_anchor_loss
@@ -107,7 +107,7 @@ def test_cosine_kmeans_separates_directions_and_keeps_clusters_non_empty():
     generator = torch.Generator().manual_seed(0)
     directions = torch.eye(3)
     points = torch.cat([d + 0.05 * torch.randn(5, 3, generator=generator) for d in directions])
-    assign, centroids = cosine_kmeans(points, 3, 10, generator)
+    assign, _ = cosine_kmeans(points, 3, 10, generator)
     groups = [set(assign[i * 5 : (i + 1) * 5].tolist()) for i in range(3)]
     assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
     # four clusters of three directions: none is left empty

@@ -36,6 +36,8 @@ def _write(tmp_path, text: str) -> Path:
         (("data: {cache_dir: \"${PROVPT_CACHE}\"}", "data: {cache_dir: \"${PROVPT_NOT_SET_ANYWHERE}\"}"),
          "data.cache_dir: environment variable PROVPT_NOT_SET_ANYWHERE is not set"),
         (("name: micro", "name: micro\ntasks: [a"), "not valid YAML"),
+        (("  - name: linear", "  - name: linear\n    trial: {train: {optimizr: adamw}}"),
+         "methods[0] (linear): train.optimizr: unknown field"),
     ],
 )
 def test_bad_study_files_name_the_file_and_the_field(tmp_path, monkeypatch, change, message):
@@ -68,6 +70,28 @@ def test_plan_and_dry_run(tmp_path, monkeypatch):
     text = format_plan(study, pipelines, "/out", "sqlite:////out/mlflow.db")
     assert "4 pipelines (2 tasks x 2 methods)" in text
     assert text.splitlines()[-2].split()[:3] == ["total", "8", "8"]
+
+
+def test_a_method_overrides_the_trial_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    text = MICRO.replace("  - name: linear", "  - name: linear\n    trial: {train: {optimizer: adamw, lr: 0.001}}", 1)
+    study = load_study(_write(tmp_path, text))
+    linear, provpt = study.methods
+    task = study.task_specs[0]
+    assert study.base_trial(linear, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1, "optimizer": "adamw", "lr": 0.001}
+    assert study.base_trial(provpt, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1}
+
+
+def test_an_unset_root_is_asked_for_before_ray_starts(tmp_path, monkeypatch):
+    from orchestrator.run import preflight
+
+    monkeypatch.delenv("VTAB_ROOT", raising=False)
+    study = load_study(REPO / "studies" / "ablations" / "vpt_length.yaml")
+    assert study.data.roots == {}  # "${VTAB_ROOT:-}" unset: no root, rather than the root ""
+    monkeypatch.setenv("ABLATION_TASKS", "vtab1k:natural")
+    study = load_study(REPO / "studies" / "ablations" / "vpt_length.yaml")
+    problems = preflight(study.model_copy(update={"backbone": {"name": "provpt_tiny_patch8_32"}}))
+    assert problems[0] == "error: data.roots.vtab1k: task cifar needs the vtab1k root folder"
 
 
 def test_shipped_studies_load(monkeypatch):
