@@ -1,12 +1,13 @@
-"""Per-epoch time and peak memory of vpt_deep, provpt (accumulated idleness) and provpt
-(reference identification pass), on the same backbone, data and seed, in one run.
+"""Per-epoch time and peak memory of every method (PRO-VPT in both idleness modes) relative
+to vpt_deep, on the same backbone, data and seed, in one run.
 
     python bench/core_step.py                       # tiny 12-block ViT on the CPU
     python bench/core_step.py --gpu                 # ViT-B/16, 224 px, batch 64, bf16 on a GPU
 
 An epoch's time runs from one epoch end to the next, so it includes what PRO-VPT does at the
 start of an epoch (the reference pass, the relocation). Each method runs in its own process,
-so the peak memory of one does not hide in another's. Ends with `ratio provpt/vpt_deep: X.XX`.
+so the peak memory of one does not hide in another's. Ends with a table of each method's time
+and memory relative to vpt_deep, then `ratio provpt/vpt_deep: X.XX`. `--methods a,b` runs some.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ METHODS = {
     "vpt_deep": {"name": "vpt_deep"},
     "provpt": {"name": "provpt"},
     "provpt_reference": {"name": "provpt", "relocation": {"idleness": "reference"}},
+    "linear": {"name": "linear"},
+    "vpt_shallow": {"name": "vpt_shallow"},
+    "vapt": {"name": "vapt"},
+    "davpt": {"name": "davpt"},
+    "davpt_plus": {"name": "davpt_plus"},
+    "full": {"name": "full"},
 }
+UNPROMPTED = ("linear", "full")
 
 
 def run_one(args: argparse.Namespace, label: str) -> dict:
@@ -41,7 +49,7 @@ def run_one(args: argparse.Namespace, label: str) -> dict:
     config = TrialConfig.from_dict(
         {
             "backbone": {"name": args.backbone, "weights": "random", "img_size": args.img_size},
-            "method": {**METHODS[label], "num_prompts": args.num_prompts},
+            "method": {**METHODS[label], **({} if label in UNPROMPTED else {"num_prompts": args.num_prompts})},
             "train": {
                 "epochs": args.epochs,
                 "batch_size": args.batch_size,
@@ -100,6 +108,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (vpt_deep is always run)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.gpu:
@@ -116,7 +125,11 @@ def main() -> None:
         f"threads {args.threads}"
     )
     results = {}
-    for label in METHODS:
+    chosen = ["vpt_deep", *(m for m in args.methods.split(",") if m != "vpt_deep")]
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown:
+        sys.exit(f"--methods: unknown {', '.join(unknown)}; expected some of {', '.join(METHODS)}")
+    for label in chosen:
         out = subprocess.run([sys.executable, __file__, *forwarded, "--one", label], capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{label} failed:\n{out.stderr}")
@@ -126,9 +139,12 @@ def main() -> None:
             f"{label:18s} epoch {r['epoch_seconds']:7.3f} s  {r['images_per_second']:9.1f} img/s  "
             f"peak {r['peak_mb']:8.1f} MB ({r['device']})"
         )
-    base = results["vpt_deep"]["epoch_seconds"]
-    print(f"ratio provpt_reference/vpt_deep: {results['provpt_reference']['epoch_seconds'] / base:.2f}")
-    print(f"ratio provpt/vpt_deep: {results['provpt']['epoch_seconds'] / base:.2f}")
+    base = results["vpt_deep"]
+    print("\nrelative to vpt_deep:   time  memory")
+    for label, r in results.items():
+        print(f"  {label:18s} {r['epoch_seconds'] / base['epoch_seconds']:6.2f}  {r['peak_mb'] / base['peak_mb']:6.2f}")
+    if "provpt" in results:
+        print(f"ratio provpt/vpt_deep: {results['provpt']['epoch_seconds'] / base['epoch_seconds']:.2f}")
 
 
 if __name__ == "__main__":

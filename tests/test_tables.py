@@ -283,3 +283,17 @@ def test_figures_are_written_for_recorded_distributions(tmp_path):
     again = tmp_path / "again"
     write_report(_study(), to_frames(trials), again)
     assert (again / "figures" / "trace_cifar_provpt.pdf").read_bytes() == (tmp_path / "figures" / "trace_cifar_provpt.pdf").read_bytes()
+
+
+def test_fgvc_table_has_the_five_datasets_and_their_mean():
+    fgvc = [s.name for s in TASKS if s.benchmark == "fgvc"]
+    scores = {name: 70.0 + 3 * i for i, name in enumerate(fgvc)}
+    trials = [_trial("linear", name, "final", 1, "FINISHED", acc, wall=60.0) for name, acc in scores.items()]
+    study = Study.model_validate({"name": "fixture", "tasks": ["fgvc"], "methods": [{"name": "linear"}], "final": {"seeds": [1]}})
+    table = build_tables(study, to_frames(trials))[0]["fgvc"]
+    assert [c.title for c in table.columns] == [*fgvc, "Mean of 5 tasks", "Params (M)"]
+    published = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == "linear" and r["benchmark"] == "fgvc"}
+    delta = next(r for r in table.rows if r.label == "linear: ours − published")
+    assert delta.cells[MEAN_TASKS].value == pytest.approx(sum(scores.values()) / 5 - published["mean"])
+    assert delta.cells["cub200"].value == pytest.approx(scores["cub200"] - published["cub"])  # the paper's alias
+    assert next(r for r in table.rows if r.kind == "published").label == "linear: published [primary]"
