@@ -2,7 +2,8 @@
 
 Every trial appends JSON lines to ``<output>/records/<task>/<method>/<phase>/<trial>.jsonl``
 as it runs: a ``start`` line (MLflow run id, tags, the whole config), one ``epoch`` line per
-epoch, ``tags`` lines the driver adds later, and an ``end`` line (status, summary metrics,
+epoch, ``tags`` lines the driver adds later, a ``resume`` line when a retry restores a
+checkpoint (its epoch), and an ``end`` line (status, summary metrics,
 failure reason, the prompt distribution after every relocation). The results tables can be
 built from these files alone (`orchestrator.tables`), and must equal those built from MLflow.
 
@@ -37,6 +38,7 @@ class TrialResult:
     epochs: dict[int, dict[str, float]] = field(default_factory=dict)
     distributions: list[tuple[int, int, int]] = field(default_factory=list)  # (epoch, block, count)
     failure_reason: str | None = None
+    resumed_from: list[int] = field(default_factory=list)  # the checkpoint epoch of each restart
 
 
 def present(values: dict[str, Any]) -> dict[str, float]:
@@ -68,6 +70,9 @@ class TrialRecord:
 
     def tags(self, tags: dict[str, Any]) -> None:
         self._append({"event": "tags", "tags": _strings(tags)})
+
+    def resumed(self, epoch: int) -> None:
+        self._append({"event": "resume", "epoch": epoch})
 
     def end(
         self,
@@ -116,6 +121,8 @@ def read_record(path: Path) -> TrialResult:
             result.epochs.setdefault(int(event["epoch"]), event["metrics"])
         elif kind == "tags":
             result.tags.update(event["tags"])
+        elif kind == "resume":
+            result.resumed_from.append(int(event["epoch"]))
         elif kind == "end":
             result.status = event["status"]
             result.summary = event["summary"]

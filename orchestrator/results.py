@@ -8,7 +8,8 @@
     best_val_acc, final_val_acc, test_acc (float64, fractions; null where not scored)
     trainable_params (int64), wall_seconds (float64, null unless finished), epochs (int64:
         epochs recorded), gpu_fraction, cpus (float64: the trial's Ray resources)
-    mlflow_run_id, ray_trial_id, config_hash, code_version (string)
+    mlflow_run_id, ray_trial_id, ray_node_id (the node it last started on), config_hash,
+        code_version (string)
     searched (string: JSON of the searched values), optuna_trial_number (int64, null)
     config.<field> for every field of the trial config (``config.train.lr``,
         ``config.method.relocation.allocator``...), typed bool / int64 / float64 / string;
@@ -56,6 +57,7 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "cpus": pa.float64(),
     "mlflow_run_id": pa.string(),
     "ray_trial_id": pa.string(),
+    "ray_node_id": pa.string(),
     "config_hash": pa.string(),
     "code_version": pa.string(),
     "searched": pa.string(),
@@ -151,6 +153,7 @@ def to_frames(results: list[TrialResult]) -> Results:
                 "cpus": _float(tags.get("cpus")),
                 "mlflow_run_id": result.run_id,
                 "ray_trial_id": tags.get("ray_trial_id"),
+                "ray_node_id": tags.get("ray_node_id"),
                 "config_hash": tags.get("config_hash"),
                 "code_version": tags.get("code_version"),
                 "searched": tags.get("searched"),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.plan import Pipeline, format_plan, make_plan
-from orchestrator.study import Study, StudyError, load_study
+from orchestrator.study import Study, StudyError, load_study, redact
 
 # Environment of the pipeline processes (where Tune's controllers run) and their trials.
 PIPELINE_ENV = {
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = make_plan(study)
     tracking_uri = study.tracking_uri(output)
     if args.dry_run:
-        print(format_plan(study, pipelines, str(output), tracking_uri))
+        print(format_plan(study, pipelines, str(output), redact(tracking_uri)))
         return 0
     problems = preflight(study)
     if problems:
@@ -92,7 +92,10 @@ def claim_output(study: Study, output: Path) -> None:
     """The output folder belongs to one study: a re-run with other settings would mix results."""
     output.mkdir(parents=True, exist_ok=True)
     record = output / "study.json"
-    settings = json.dumps(study.model_dump(mode="json"), indent=2, sort_keys=True)
+    dump = study.model_dump(mode="json")
+    if dump["tracking"]["uri"]:
+        dump["tracking"]["uri"] = redact(dump["tracking"]["uri"])
+    settings = json.dumps(dump, indent=2, sort_keys=True)
     if record.exists() and record.read_text() != settings:
         raise StudyError(
             f"{output} holds a run of study '{study.name}' with other settings; resume it with the same "
@@ -104,6 +107,7 @@ def claim_output(study: Study, output: Path) -> None:
 def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_uri: str, num_cpus: int | None, verbose: bool) -> int:
     import optuna
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator.pipeline import PROGRESS_ACTOR, PipelineJob, Progress, run_pipeline
     from orchestrator.tracking import Tracker, code_version
@@ -123,7 +127,10 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     optuna_storage = f"sqlite:///{output / 'optuna.db'}"
     optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
     actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
-    board = Progress.options(name=actor_name).remote()
+    # The control plane (progress board, pipelines and their Tune controllers) stays on the
+    # driver's node: losing a worker node then costs only the trials it ran, which Tune retries.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = Progress.options(name=actor_name, scheduling_strategy=here).remote()
     limit = study.max_concurrent_pipelines or default_pipeline_limit(study, ray.cluster_resources())
     waiting = list(pipelines)
     running: dict[Any, Pipeline] = {}
@@ -134,7 +141,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
         while waiting and len(running) < limit:
             pipeline = waiting.pop(0)
             job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
-            ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}).remote(job, actor_name)
+            ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}, scheduling_strategy=here).remote(job, actor_name)
             running[ref] = pipeline
         ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
         for ref in ready:
@@ -203,7 +210,8 @@ def _print_summary(summaries: list[dict[str, Any]], output: Path, tracking_uri: 
         mean = sum(tests) / len(tests)
         selected = json.dumps(summary["selected"], sort_keys=True)
         print(f"  {summary['pipeline']:32s} test {100 * mean:5.1f} over {len(tests)} seeds; selected {selected}")
-    print(f"MLflow runs: {tracking_uri}  (mlflow ui --backend-store-uri {tracking_uri})")
+    shown = redact(tracking_uri)
+    print(f"MLflow runs: {shown}  (mlflow ui --backend-store-uri {shown})")
     print(f"Optuna studies: sqlite:///{output / 'optuna.db'}  (optuna-dashboard sqlite:///{output / 'optuna.db'})")
     print(f"summary: {output / 'summary.json'}")
 

@@ -29,6 +29,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from urllib.parse import urlsplit, urlunsplit
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -222,6 +224,18 @@ class Study(_Strict):
             data["cache_dir"] = self.data.cache_dir
         trial["data"] = data
         return trial
+
+
+def redact(uri: str) -> str:
+    """The URI without its password (for printing and records): credentials come from the
+    environment and go nowhere else."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

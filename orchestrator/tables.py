@@ -28,7 +28,7 @@ import pandas as pd
 
 from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, PublishedNumber, load_published
 from orchestrator.results import Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
-from orchestrator.study import Study, StudyError, load_study
+from orchestrator.study import Study, StudyError, load_study, redact
 from provpt_core.data.tasks import TASKS, TaskSpec
 
 PARAMS = "params"
@@ -585,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(report_summary(study, report, args.out or output / "results", args.from_mlflow or str(output / "records")))
+    source = redact(args.from_mlflow) if args.from_mlflow else str(output / "records")
+    print(report_summary(study, report, args.out or output / "results", source))
     return 0
 
 

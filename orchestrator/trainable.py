@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -161,6 +162,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         "config_hash": config_hash(config),
         "code_version": code_version(),
         "ray_trial_id": trial_id,
+        "ray_node_id": ray.get_runtime_context().get_node_id(),
         "searched": json.dumps({k: v for k, v in values.items() if k != "seed"}, sort_keys=True),
         "gpu_fraction": context.gpu_fraction,
         "cpus": context.cpus,
@@ -181,6 +183,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        record.resumed(trainer.epoch)
     try:
         result = trainer.fit()
     except DivergedError as err:

@@ -179,3 +179,19 @@ def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
         OptunaSearch.on_trial_result(searcher, "trial_a", result)  # the plain searcher crashes
     searcher.on_trial_result("trial_a", result)
     searcher.on_trial_complete("trial_a", result)
+
+
+def test_credentials_in_a_tracking_uri_stay_out_of_the_output_and_the_plan(tmp_path, monkeypatch, capsys):
+    from orchestrator.run import claim_output, main
+
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:s3cret@127.0.0.1:5000")
+    path = _write(tmp_path, MICRO + 'tracking: {uri: "${MLFLOW_TRACKING_URI}"}\n')
+    study = load_study(path)
+    assert study.tracking_uri(tmp_path) == "http://bob:s3cret@127.0.0.1:5000"  # the client still gets it
+    claim_output(study, tmp_path / "out")
+    recorded = (tmp_path / "out" / "study.json").read_text()
+    assert "s3cret" not in recorded and "http://bob:***@127.0.0.1:5000" in recorded
+    claim_output(study, tmp_path / "out")  # the same study resumes into its folder
+    assert main([str(path), "--dry-run"]) == 0
+    assert "s3cret" not in capsys.readouterr().out
