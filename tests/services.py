@@ -143,7 +143,7 @@ def start_postgres(root: Path) -> tuple[Service, str, str]:
         [binaries / "psql", "-h", "127.0.0.1", "-p", str(port), "-U", "provpt", "-d", "postgres", "-c", "create database mlflow"],
         env=env, check=True, capture_output=True,
     )
-    return service, f"postgresql://provpt@127.0.0.1:{port}/mlflow", password
+    return service, f"postgresql+psycopg2://provpt@127.0.0.1:{port}/mlflow", password
 
 
 def start_mlflow(root: Path, backend_uri: str, password: str, port: int | None = None) -> tuple[Service, str]:

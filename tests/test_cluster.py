@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from services import (
     BIN,
     kill_processes_using,
@@ -66,7 +65,7 @@ def _ray(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Com
 
 
 def _nodes(env: dict[str, str], gcs: str) -> list[dict]:
-    script = "import json, ray; ray.init(address='%s', log_to_driver=False); print(json.dumps(ray.nodes()))" % gcs
+    script = f"import json, ray; ray.init(address='{gcs}', log_to_driver=False); print(json.dumps(ray.nodes()))"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
@@ -152,8 +151,8 @@ def submitted(cluster):
 
     status = ""
     while time.monotonic() < deadline:
-        status = _ray(env, "job", "status", job, "--address", cluster["dashboard"]).stdout
-        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+        status = _ray(env, "job", "status", job, "--address", cluster["dashboard"]).stdout.lower()
+        if any(f"' {s}" in status for s in ("succeeded", "failed", "stopped")):
             break
         time.sleep(3)
     logs = _ray(env, "job", "logs", job, "--address", cluster["dashboard"]).stdout
@@ -161,7 +160,7 @@ def submitted(cluster):
 
 
 def test_the_submitted_study_succeeds_on_both_nodes(submitted):
-    assert "SUCCEEDED" in submitted["status"], submitted["status"] + submitted["logs"][-4000:]
+    assert "' succeeded" in submitted["status"], submitted["status"] + submitted["logs"][-4000:]
     trials = pd.read_parquet(submitted["output"] / "results" / "trials.parquet")
     assert len(trials) == 2 * (2 + 2) and set(trials["status"]) == {"FINISHED"}
     assert trials["ray_node_id"].nunique() == 2 and submitted["worker_id"] in set(trials["ray_node_id"])

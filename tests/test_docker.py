@@ -30,13 +30,13 @@ def test_the_image_installs_the_pinned_torch_and_the_project():
     pins = dict(re.findall(r'"(torch|torchvision)==([^"]+)"', (REPO / "pyproject.toml").read_text()))
     dockerfile = _dockerfile()
     assert f"torch=={pins['torch']}" in dockerfile and f"torchvision=={pins['torchvision']}" in dockerfile
-    assert re.search(r"^FROM nvidia/cuda:\S+", dockerfile, re.M)
+    assert re.search(r"^FROM nvidia/cuda:\S+", dockerfile, re.MULTILINE)
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     install = re.search(r"pip install -e '\.\[(\w+)\]'", dockerfile)
     assert install and install.group(1) in extras and any("psycopg2" in d for d in extras[install.group(1)])
     for folder in ("provpt_core", "orchestrator", "studies"):
         assert f"COPY {folder} ./{folder}" in dockerfile
-    exposed = {int(p) for p in re.findall(r"\d+", re.search(r"^EXPOSE (.+)$", dockerfile, re.M).group(1))}
+    exposed = {int(p) for p in re.findall(r"\d+", re.search(r"^EXPOSE (.+)$", dockerfile, re.MULTILINE).group(1))}
     assert exposed == {GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT}
 
 

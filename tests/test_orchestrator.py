@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from services import kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
 TRIALS_BEFORE_KILL = 3
@@ -36,23 +37,6 @@ def _finished_trials(db: Path) -> dict[str, int]:
     except sqlite3.OperationalError:  # tables not created yet
         return {}
     return dict(rows)
-
-
-def _stop_ray_processes(temp_dir: Path) -> None:
-    """Kill, by PID, what is left of a Ray whose driver was killed: the processes that hold
-    files in our own Ray temp folder (never anybody else's Ray)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
-        except OSError:
-            continue
-        if any(t.startswith(str(temp_dir)) for t in targets):
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +66,11 @@ def study_run(tmp_path_factory):
     first.send_signal(signal.SIGKILL)
     first.wait()
     time.sleep(2)
-    _stop_ray_processes(ray_temp)
+    kill_processes_using(ray_temp)
     finished_before = _finished_trials(db)
 
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    _stop_ray_processes(ray_temp)
+    kill_processes_using(ray_temp)
     shutil.rmtree(ray_temp, ignore_errors=True)
     return {"output": output, "db": db, "before": finished_before, "second": second}
 
