@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,27 +44,52 @@ def study(args: argparse.Namespace) -> dict:
     }
 
 
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (read from /proc: each process's parent)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
 class MemorySampler(threading.Thread):
     """Peak RSS of the driver alone and of the driver with all its descendants."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
+        self.pid = pid
         self.peak_driver = self.peak_total = 0
         self.running = True
 
     def run(self) -> None:
         while self.running:
             try:
-                driver = self.root.memory_info().rss
-                total = driver
-                for child in self.root.children(recursive=True):
-                    try:
-                        total += child.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
+                driver = rss_bytes(self.pid)
+            except OSError:
                 return
+            total = driver
+            for child in descendants(self.pid):
+                try:
+                    total += rss_bytes(child)
+                except OSError:
+                    pass
             self.peak_driver, self.peak_total = max(self.peak_driver, driver), max(self.peak_total, total)
             time.sleep(1.0)
 
