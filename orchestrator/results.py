@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,16 +219,22 @@ def write_parquet(results: Results, folder: Path) -> dict[str, Path]:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         table = table.replace_schema_metadata({"provpt.schema": SCHEMA_VERSION, "provpt.table": name})
         path = folder / f"{name}.parquet"
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".parquet")
-        os.close(handle)
-        try:
-            pq.write_table(table, temporary)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        replace_atomically(path, lambda temporary, table=table: pq.write_table(table, temporary))
         written[name] = path
     return written
+
+
+def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """`write(temporary)` a file beside `path`, then rename it over `path`: a reader never sees
+    a partial file, and a failed write leaves the previous one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def read_parquet(folder: Path) -> Results:

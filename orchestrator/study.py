@@ -28,7 +28,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -38,7 +37,7 @@ from provpt_core.config import ConfigError
 from provpt_core.data import resolve_tasks
 from provpt_core.data.tasks import TaskSpec
 from provpt_core.methods import METHODS
-from provpt_core.trial import TrialConfig
+from provpt_core.trial import TrialConfig, merge_config
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -214,7 +213,7 @@ class Study(_Strict):
 
     def base_trial(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
         """The trial config of (method, task) before search values and seeds are applied."""
-        trial = _merged(self.trial, method.trial)
+        trial = merge_config(copy.deepcopy(self.trial), copy.deepcopy(method.trial))
         trial["backbone"] = {**self.backbone, **trial.get("backbone", {})}
         trial["method"] = {"name": method.name, **method.config}
         data = {**trial.get("data", {}), "task": task.name}
@@ -236,14 +235,6 @@ def redact(uri: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of `base` with `override`'s values in, mappings merged key by key."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
-    return out
 
 
 def load_study(path: str | Path) -> Study:

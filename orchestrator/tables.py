@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,15 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, PublishedNumber, load_published
-from orchestrator.results import Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
+from orchestrator.results import (
+    Results,
+    ResultsError,
+    from_mlflow,
+    from_output,
+    replace_atomically,
+    to_frames,
+    write_parquet,
+)
 from orchestrator.study import Study, StudyError, load_study, redact
 from provpt_core.data.tasks import TASKS, TaskSpec
 
@@ -97,7 +103,6 @@ class Scores:
     """Final test accuracies (%) per (method, task, seed), and the state of every cell."""
 
     def __init__(self, trials: pd.DataFrame, study: Study) -> None:
-        self.study = study
         self.planned = len(study.final.seeds)
         self.by_cell: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         self.statuses: dict[tuple[str, str, str], list[str]] = defaultdict(list)
@@ -155,10 +160,14 @@ def _missing(value: Any) -> bool:
 # ---------------------------------------------------------------- the tables
 
 
+def task_columns(specs: list[TaskSpec]) -> list[Column]:
+    return [Column(s.name, s.name) for s in specs]
+
+
 def benchmark_columns(specs: list[TaskSpec]) -> list[Column]:
     """The tasks, then (with more than one group) each group's mean and the mean of the group
     means, then the mean over all tasks, then the trainable parameters."""
-    columns = [Column(s.name, s.name) for s in specs]
+    columns = task_columns(specs)
     groups: dict[str, list[str]] = {}
     for spec in specs:
         groups.setdefault(spec.group, []).append(spec.name)
@@ -192,7 +201,7 @@ def our_cells(scores: Scores, method: str, columns: list[Column], specs: dict[st
     return cells
 
 
-def _benchmark_members(benchmark: str, column: Column, specs: dict[str, TaskSpec]) -> set[str]:
+def _benchmark_members(benchmark: str, column: Column) -> set[str]:
     """The tasks the paper's number for this column covers: the whole group or benchmark."""
     members = [s for s in TASKS if s.benchmark == benchmark]
     if column.id.startswith("group:"):
@@ -202,7 +211,7 @@ def _benchmark_members(benchmark: str, column: Column, specs: dict[str, TaskSpec
 
 
 def published_rows(
-    method: str, benchmark: str, columns: list[Column], ours: dict[str, Cell], published: list[PublishedNumber], specs
+    method: str, benchmark: str, columns: list[Column], ours: dict[str, Cell], published: list[PublishedNumber]
 ) -> list[Row]:
     """Each reference of `method` (its paper's number, other papers' re-runs) and our difference."""
     numbers = [p for p in published if p.row == method and p.benchmark == benchmark]
@@ -216,7 +225,7 @@ def published_rows(
             if column.id == PARAMS or number is None:
                 cells[column.id] = deltas[column.id] = Cell(state="n/s")
                 continue
-            if column.tasks and set(column.tasks) != _benchmark_members(benchmark, column, specs):
+            if column.tasks and set(column.tasks) != _benchmark_members(benchmark, column):
                 cells[column.id] = deltas[column.id] = Cell(state="n/a", note="not the paper's task set")
                 continue
             cells[column.id] = Cell(number.value, digits=2, grade=number.grade)
@@ -247,7 +256,7 @@ def benchmark_table(
         label = method + (FLAG if p is not None and p < SIGNIFICANCE else "")
         table.rows.append(Row(label, "ours", method, cells))
         if has_published:
-            table.rows += published_rows(method, benchmark, columns, cells, published, by_name)
+            table.rows += published_rows(method, benchmark, columns, cells, published)
     if not has_published:
         table.notes.append(f"No published numbers exist for the {BENCHMARK_TITLES[benchmark]}.")
     else:
@@ -268,7 +277,7 @@ def ablation_table(study: Study, scores: Scores) -> Table:
 
     specs = study.task_specs
     every = tuple(s.name for s in specs)
-    columns = [Column(s.name, s.name) for s in specs]
+    columns = task_columns(specs)
     columns += [Column(MEAN_TASKS, f"Mean of {len(every)} tasks", every), Column(PARAMS, "Params (M)", every)]
     ablation = study.ablation
     table = Table("ablation", f"Ablation: {ablation.factor} (top-1 test %, mean ± std over {scores.planned} seeds)", columns)
@@ -290,7 +299,7 @@ def compare(study: Study, scores: Scores, baseline: str, benchmark: str | None =
     from scipy.stats import wilcoxon
 
     specs = [s for s in study.task_specs if benchmark is None or s.benchmark == benchmark]
-    columns = [Column(s.name, s.name) for s in specs]
+    columns = task_columns(specs)
     columns += [Column("wins", "wins/ties/losses"), Column("p", "Wilcoxon p")]
     name = f"compare_{benchmark}" if benchmark else "compare"
     table = Table(name, f"Against {baseline}: test accuracy difference (% points) over shared seeds", columns)
@@ -343,7 +352,7 @@ def coverage(study: Study, trials: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             for seed in dict.fromkeys([*study.final.seeds, *by_seed]):
                 rows.append((entry.key, spec.name, "final", f"seed {seed}", by_seed.get(seed, "missing")))
     frame = pd.DataFrame(rows, columns=["method", "task", "phase", "slot", "state"])
-    columns = [Column(s.name, s.name) for s in study.task_specs]
+    columns = task_columns(study.task_specs)
     table = Table("coverage", f"Coverage of study {study.name}: planned trials and their state", columns)
     for (method, phase, slot_group), part in _coverage_groups(frame):
         cells = {}
@@ -395,7 +404,7 @@ def trial_hours(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 def cost_table(study: Study, hours: pd.DataFrame) -> Table:
     specs = study.task_specs
-    columns = [Column(s.name, s.name) for s in specs] + [Column("total", "Total")]
+    columns = task_columns(specs) + [Column("total", "Total")]
     table = Table("cost", "Cost: trial-hours (GPU-hours), search and final together", columns)
     for entry in study.methods:
         mine = hours[hours["method"] == entry.key]
@@ -496,10 +505,7 @@ def write_table(table: Table, folder: Path, latex: bool = True) -> list[Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
+    replace_atomically(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- the whole report

@@ -84,7 +84,7 @@ class TrialConfig:
         data = copy.deepcopy(data)
         preset = data.pop("preset", None)
         if preset is not None:
-            data = _merge(get_preset(preset), data)
+            data = merge_config(get_preset(preset), data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -139,7 +139,9 @@ def get_preset(name: str) -> dict[str, Any]:
         raise ConfigError(f"preset: unknown preset '{name}'; expected one of {', '.join(PRESETS)}") from None
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s values in, mappings merged key by key (shares their values:
+    copy what must stay untouched)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -147,7 +149,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             if key == "method" and value.get("name", merged[key]["name"]) != merged[key]["name"]:
                 merged[key] = value
             else:
-                merged[key] = _merge(merged[key], value)
+                merged[key] = merge_config(merged[key], value)
         else:
             merged[key] = value
     return merged
