@@ -7,9 +7,11 @@ checkpoint (its epoch), and an ``end`` line (status, summary metrics,
 failure reason, the prompt distribution after every relocation). The results tables can be
 built from these files alone (`orchestrator.tables`), and must equal those built from MLflow.
 
-A trial retried from a checkpoint appends again: the first line of an epoch counts (as in
-MLflow, where a retried trial skips the epochs it already logged), the last ``end`` counts (as
-a run's last summary metric does). A line cut short by a killed process is ignored.
+A trial retried from a checkpoint appends again and logs the epochs it runs again: the last
+value of an epoch's metric counts, as in MLflow (whose readers take a step's latest point),
+and so does the last ``end``. Either store may have been cut between the two writes of one
+epoch; the re-run epoch then supersedes in both. A line cut short by a killed process is
+ignored.
 """
 
 from __future__ import annotations
@@ -92,10 +94,6 @@ class TrialRecord:
             }
         )
 
-    def recorded_epochs(self) -> int:
-        """Epochs this file already holds (a retried trial does not record them twice)."""
-        return len(read_record(self.path).epochs) if self.path.exists() else 0
-
 
 def _strings(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
@@ -118,7 +116,7 @@ def read_record(path: Path) -> TrialResult:
         elif result is None:
             raise ValueError(f"{path}:{number}: expected a 'start' line first, got {kind!r}")
         elif kind == "epoch":
-            result.epochs.setdefault(int(event["epoch"]), event["metrics"])
+            result.epochs.setdefault(int(event["epoch"]), {}).update(event["metrics"])
         elif kind == "tags":
             result.tags.update(event["tags"])
         elif kind == "resume":

@@ -111,7 +111,7 @@ def _from_run(client, run) -> TrialResult:
     epochs: dict[int, dict[str, float]] = {}
     for name in sorted(set(metrics) - set(SUMMARY_METRICS)):
         for point in sorted(client.get_metric_history(run_id, name), key=lambda m: (m.step, m.timestamp)):
-            epochs.setdefault(point.step, {}).setdefault(name, point.value)
+            epochs.setdefault(point.step, {})[name] = point.value  # a re-run epoch's last value
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     config, distributions = {}, []
     with tempfile.TemporaryDirectory() as folder:

@@ -75,30 +75,22 @@ def trial_key(context: TrialContext, values: dict[str, Any], trial_id: str) -> s
 
 class TrialLog:
     """Where a trial's results go: its MLflow run and its record in the output folder, the
-    record first (a trial killed in between is retried, and both keep the first epoch and
-    the last summary)."""
+    record first. A retried trial logs every epoch it re-runs to both, and both readers keep
+    an epoch's last value, so a kill between the two writes leaves them in agreement."""
 
     def __init__(self, tracker: Tracker, run_id: str, record: TrialRecord) -> None:
         self.tracker, self.run_id, self.record = tracker, run_id, record
-        self.logged_epochs = {"mlflow": 0, "record": 0}
 
     def start(self, key: str, tags: dict[str, Any], config: TrialConfig) -> None:
         plain = config.to_dict()
         self.record.start(key, self.run_id, tags, plain)
         self.tracker.log(self.run_id, params=flatten(plain))
         self.tracker.client.log_dict(self.run_id, plain, CONFIG_ARTIFACT)
-        self.logged_epochs = {
-            "mlflow": len(self.tracker.client.get_metric_history(self.run_id, "train_loss")),
-            "record": self.record.recorded_epochs(),
-        }
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Epochs already logged (by an earlier attempt of this trial) are not logged again."""
         metrics = {k: v for k, v in metrics.items() if k != "epoch"}
-        if epoch > self.logged_epochs["record"]:
-            self.record.epoch(epoch, metrics)
-        if epoch > self.logged_epochs["mlflow"]:
-            self.tracker.log(self.run_id, metrics, step=epoch)
+        self.record.epoch(epoch, metrics)
+        self.tracker.log(self.run_id, metrics, step=epoch)
 
     def failed(self, reason: str) -> None:
         reason = reason[:MAX_REASON]

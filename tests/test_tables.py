@@ -197,16 +197,40 @@ def test_records_round_trip_and_tolerate_a_cut_last_line(tmp_path):
     record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "t"}, {"train": {"lr": 0.1}})
     record.epoch(1, {"train_loss": 0.5, "val_acc": None})
     record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "other"}, {"train": {"lr": 0.1}})  # a retry
-    record.epoch(1, {"train_loss": 0.7})  # the retried epoch: the first one counts
+    record.epoch(1, {"train_loss": 0.7})  # the retried epoch: its last value counts
     record.end("FINISHED", {"test_acc": 0.9, "wall_seconds": None}, distributions=[{"epoch": 0, "block": 0, "count": 1}])
     with open(record.path, "a") as handle:
         handle.write('{"event": "ep')  # a writer killed mid-line
     (result,) = read_records(tmp_path)
-    assert result.epochs == {1: {"train_loss": 0.5}} and result.tags["task"] == "t"
+    assert result.epochs == {1: {"train_loss": 0.7}} and result.tags["task"] == "t"
     assert result.status == "FINISHED" and result.summary == {"test_acc": 0.9} and result.distributions == [(0, 0, 1)]
     record.path.write_text('{"event": "epoch"}\n' + record.path.read_text())
     with pytest.raises(ValueError, match="seed1.jsonl:1: expected a 'start' line"):
         read_records(tmp_path)
+
+
+def test_a_trial_killed_between_its_two_writes_reads_the_same_from_both_stores(tmp_path):
+    from orchestrator.results import from_mlflow, from_output
+    from orchestrator.trainable import TrialLog
+    from orchestrator.tracking import Tracker
+    from provpt_core import TrialConfig
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s", artifact_location=(tmp_path / "artifacts").as_uri())
+    key = "s/t/m/final/seed1"
+    run_id = tracker.run(key, "t/m/final/seed1", "trial", tags={"seed": 1}).info.run_id
+    record = TrialRecord(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
+    first = TrialLog(tracker, run_id, record)
+    first.start(key, {"seed": 1}, TrialConfig())
+    first.epoch(1, {"epoch": 1, "train_loss": 0.9})
+    record.epoch(2, {"train_loss": 0.8})  # killed after the record's write, before MLflow's
+    retry = TrialLog(tracker, run_id, record)  # restored from the epoch-1 checkpoint
+    retry.start(key, {"seed": 1}, TrialConfig())
+    retry.epoch(2, {"epoch": 2, "train_loss": 0.6})
+    retry.failed("stopped here")
+    (from_records,) = from_output(tmp_path)
+    (from_tracking,) = from_mlflow(tracker.uri, "s")
+    assert from_records.epochs == from_tracking.epochs == {1: {"train_loss": 0.9}, 2: {"train_loss": 0.6}}
+    assert from_records.status == from_tracking.status == "FAILED"
 
 
 def test_published_file_errors_name_the_line(tmp_path):
