@@ -102,7 +102,6 @@ class TrialLog:
         if result.distribution is not None:
             tags["distribution"] = json.dumps(result.distribution)
             rows = distribution_rows(result)
-        if tags:
             self.record.tags(tags)
         self.record.end("FINISHED", summary, distributions=rows)
         if rows is not None:
