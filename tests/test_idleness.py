@@ -66,21 +66,25 @@ def test_first_order_loss_change_when_a_prompt_shrinks(trained):
 def test_meter_means_scores_over_batches_and_keeps_the_reference_loss_figure():
     meter = IdlenessMeter(2)
     w = torch.tensor([[1.0, 2.0], [0.5, -1.0]])
-    meter.add(w, torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.tensor(0.6))
-    meter.add(w, torch.tensor([[-1.0, 0.0], [0.0, 1.0]]), torch.tensor(0.2))
+    meter.add(w, torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.tensor(0.6), batch_size=4)
+    meter.add(w, torch.tensor([[-1.0, 0.0], [0.0, 1.0]]), torch.tensor(0.2), batch_size=2)
     torch.testing.assert_close(meter.scores(), torch.tensor([(3.0 - 1.0) / 2, (1.0 - 1.0) / 2]))
-    assert meter.loss(batch_size=4) == pytest.approx((0.6 + 0.2) / 4)
+    assert meter.loss() == pytest.approx(0.6 / 4 + 0.2 / 2)
     meter.reset()
     assert meter.batches == 0 and meter.scores().abs().sum() == 0
 
 
 def test_accumulated_scores_match_the_reference_pass_when_prompts_stand_still(tiny_data):
-    """With one full batch and a negligible lr, the scores the training step accumulates in
-    epoch 0 are the reference pass's scores at the start of epoch 1: same moves follow."""
+    """With one full batch, a negligible lr and no clipping, the scores the training step
+    accumulates in epoch 0 are the reference pass's scores at the start of epoch 1: same moves
+    follow. (The two clip differently: the training step clips the prompts' gradients, the
+    reference pass the head's and the gates' jointly.)"""
     events = {}
     for mode in ("accumulated", "reference"):
-        method = {"name": "provpt", "num_prompts": 2, "dropout": 0.0, "relocation": {"idleness": mode}}
-        result = fit(tiny_trial(method, epochs=2, lr=1e-9, batch_size=len(tiny_data.train)), tiny_data)
+        relocation = {"idleness": mode, "identification_clip": None}
+        method = {"name": "provpt", "num_prompts": 2, "dropout": 0.0, "relocation": relocation}
+        trial = tiny_trial(method, epochs=2, lr=1e-9, batch_size=len(tiny_data.train), grad_clip=None)
+        result = fit(trial, tiny_data)
         events[mode] = result.events["relocation"][0]
     a, r = events["accumulated"], events["reference"]
     torch.testing.assert_close(torch.tensor(a["block_idleness"]), torch.tensor(r["block_idleness"]), rtol=1e-3, atol=1e-7)

@@ -64,7 +64,7 @@ class Method:
         captured during that forward."""
         return F.cross_entropy(logits.float(), labels)
 
-    def after_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+    def after_backward(self, trainer: Trainer, loss: torch.Tensor, labels: torch.Tensor) -> None:
         """After a training step's backward and gradient clipping, before the optimizer step."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Every relocation epoch the most idle prompt (first-order Taylor score) is pruned
 allocator (PPO by default) places it in another block. Idleness comes either from the
 gradients the training steps already compute (`idleness: accumulated`, no extra cost) or, as
 in the reference, from a separate pass over the training set at the start of the epoch with
-prompts frozen, dropout on and the head's gradients clipped jointly (`idleness: reference`).
+prompts frozen and dropout on, each batch's head gradients and gate gradients (the scores)
+clipped jointly (`idleness: reference`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from provpt_core.methods.registry import register_method
 from provpt_core.methods.vpt import VPTDeep, VPTDeepConfig
 from provpt_core.relocation import IdlenessMeter, RelocationConfig, Relocator
+from provpt_core.relocation.idleness import clip_factor, idleness
 
 if TYPE_CHECKING:
     from provpt_core.engine import Trainer
@@ -30,16 +32,17 @@ class ProVPTConfig(VPTDeepConfig):
 @register_method("provpt")
 class ProVPT(VPTDeep):
     config_class = ProVPTConfig
+    insertion = "replace"  # a block that relocation emptied inserts nothing, as the reference
 
     def setup(self, trainer: Trainer) -> None:
         bank = trainer.model.prompts
         self.meter = IdlenessMeter(bank.num_prompts)
         self.relocator = Relocator(self.config.relocation, bank.num_blocks, trainer.config.train.seed)
 
-    def after_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+    def after_backward(self, trainer: Trainer, loss: torch.Tensor, labels: torch.Tensor) -> None:
         if self.config.relocation.idleness == "accumulated":
             bank = trainer.model.prompts
-            self.meter.add(bank.weight, bank.weight.grad, loss)
+            self.meter.add(bank.weight, bank.weight.grad, loss, len(labels))
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if self.relocator.is_due(epoch, trainer.config.train.epochs):
@@ -47,27 +50,26 @@ class ProVPT(VPTDeep):
                 self.meter.reset()
                 self._identification_pass(trainer)
             event = self.relocator.step(
-                trainer.model.prompts,
-                trainer.optimizer,
-                self.meter.scores(),
-                self.meter.loss(trainer.config.train.batch_size),
-                epoch,
+                trainer.model.prompts, trainer.optimizer, self.meter.scores(), self.meter.loss(), epoch
             )
             trainer.emit("relocation", event)
         self.meter.reset()
 
     def _identification_pass(self, trainer: Trainer) -> None:
-        """The reference's pass: gradients over the training set, no optimizer step."""
+        """The reference's pass: gradients over the training set, no optimizer step. The
+        reference clips the head's gradients together with the gates' (whose gradients are
+        the scores), so each batch's scores shrink by that joint clip factor."""
         model = trainer.model
-        clipped = [model.prompts.weight, *model.head.parameters()]
+        clip = self.config.relocation.identification_clip
         model.train()
         for inputs, labels in trainer.train_batches():
             trainer.optimizer.zero_grad(set_to_none=True)
             loss = trainer.loss(inputs, labels)
             loss.backward()
-            if self.config.relocation.identification_clip is not None:
-                torch.nn.utils.clip_grad_norm_(clipped, self.config.relocation.identification_clip)
-            self.meter.add(model.prompts.weight, model.prompts.weight.grad, loss)
+            scores = idleness(model.prompts.weight, model.prompts.weight.grad)
+            if clip is not None:
+                scores = scores * clip_factor(clip, scores, *(p.grad for p in model.head.parameters()))
+            self.meter.add_scores(scores, loss, len(labels))
         trainer.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:

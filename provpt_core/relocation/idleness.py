@@ -14,11 +14,18 @@ def idleness(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return (grad.detach() * weight.detach()).sum(dim=1)
 
 
+def clip_factor(max_norm: float, *gradients: torch.Tensor) -> torch.Tensor:
+    """The factor `torch.nn.utils.clip_grad_norm_` would multiply these gradients by: a joint
+    clip of the head's gradients and the gate gradients (the scores) is the reference's."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in gradients]))
+    return (max_norm / (norm + 1e-6)).clamp(max=1.0)
+
+
 class IdlenessMeter:
     """Mean idleness per prompt and the reference's training-loss figure over a set of batches.
 
-    The loss figure is what the reference feeds its reward: the per-batch mean losses summed
-    over batches and divided by the batch size.
+    The loss figure is what the reference feeds its reward: each batch's mean loss divided by
+    that batch's size, summed over the batches (a partial last batch weighs more).
     """
 
     def __init__(self, num_prompts: int) -> None:
@@ -26,19 +33,23 @@ class IdlenessMeter:
         self.loss_sum = torch.zeros((), dtype=torch.float64)
         self.batches = 0
 
-    def add(self, weight: torch.Tensor, grad: torch.Tensor, batch_loss: torch.Tensor) -> None:
-        if self.score_sum.device != weight.device:
-            self.score_sum = self.score_sum.to(weight.device)
-            self.loss_sum = self.loss_sum.to(weight.device)
-        self.score_sum += idleness(weight, grad).double()
-        self.loss_sum += batch_loss.detach().double()
+    def add(self, weight: torch.Tensor, grad: torch.Tensor, batch_loss: torch.Tensor, batch_size: int) -> None:
+        """One batch: scores from the prompts' gradients, and its mean loss."""
+        self.add_scores(idleness(weight, grad), batch_loss, batch_size)
+
+    def add_scores(self, scores: torch.Tensor, batch_loss: torch.Tensor, batch_size: int) -> None:
+        if self.score_sum.device != scores.device:
+            self.score_sum = self.score_sum.to(scores.device)
+            self.loss_sum = self.loss_sum.to(scores.device)
+        self.score_sum += scores.detach().double()
+        self.loss_sum += batch_loss.detach().double() / batch_size
         self.batches += 1
 
     def scores(self) -> torch.Tensor:
         return (self.score_sum / max(self.batches, 1)).float().cpu()
 
-    def loss(self, batch_size: int) -> float:
-        return float(self.loss_sum) / batch_size
+    def loss(self) -> float:
+        return float(self.loss_sum)
 
     def reset(self) -> None:
         self.score_sum.zero_()

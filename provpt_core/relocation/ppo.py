@@ -20,7 +20,7 @@ from torch import nn
 from provpt_core.config import check
 from provpt_core.relocation.allocators import Allocator, Observation
 
-_RETURN_EPS = 1e-7
+_RETURN_EPS = 1e-8
 _STATE_EPS = 1e-8
 
 
@@ -65,13 +65,15 @@ class ActorCritic(nn.Module):
 
 
 def ppo_state(observation: Observation) -> torch.Tensor:
-    scores = observation.block_scores.float()
+    """The policy's input, computed in float64 as the reference does, then given to the
+    float32 networks."""
+    scores = observation.block_scores.double()
     z = (scores - scores.mean()) / (scores.std(unbiased=False) + _STATE_EPS)
-    counts = observation.counts.float()
+    counts = observation.counts.double()
     share = counts / counts.sum().clamp_min(1.0)
     source = torch.zeros_like(scores)
     source[observation.source] = 1.0
-    return torch.cat([z, share, source])
+    return torch.cat([z, share, source]).float()
 
 
 def discounted_returns(rewards: list[float], gamma: float, normalize: bool) -> torch.Tensor:
@@ -131,6 +133,7 @@ class PPOAllocator(Allocator):
         actions = torch.tensor(self.actions[:n])
         old_logprobs = torch.tensor(self.logprobs[:n])
         advantages = returns - torch.tensor(self.values[:n])
+        losses, skipped = [], 0
         for _ in range(cfg.update_epochs):
             logprobs, values, entropy = self.policy.evaluate(states, actions)
             ratios = torch.exp(logprobs - old_logprobs)
@@ -138,12 +141,17 @@ class PPOAllocator(Allocator):
                 ratios * advantages, torch.clamp(ratios, 1 - cfg.clip, 1 + cfg.clip) * advantages
             )
             value_loss = nn.functional.mse_loss(values, returns, reduction="none")
-            loss = -surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            loss = (-surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy).mean()
+            if not torch.isfinite(loss):
+                skipped += 1  # as the reference: a non-finite loss takes no step
+                continue
             self.optimizer.zero_grad()
-            loss.mean().backward()
+            loss.backward()
             self.optimizer.step()
+            losses.append(float(loss.detach()))
         del self.states[:n], self.actions[:n], self.logprobs[:n], self.values[:n], self.rewards[:n]
-        return {"ppo_returns": returns.tolist(), "ppo_loss": float(loss.mean().detach())}
+        mean_loss = sum(losses) / len(losses) if losses else float("nan")
+        return {"ppo_returns": returns.tolist(), "ppo_loss": mean_loss, "ppo_skipped_steps": skipped}
 
     def action_probabilities(self, observation: Observation) -> torch.Tensor:
         with torch.no_grad():

@@ -40,7 +40,7 @@ class RelocationConfig:
     reward_correction: float = 1.0  # weight of the largest idleness in the reward
     moved_rescale: float = 1e-3
     keep_momentum: bool = True
-    identification_clip: float | None = 0.25  # reference pass: joint clip of prompts + head
+    identification_clip: float | None = 0.25  # reference pass: joint clip of head + gate gradients
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:
