@@ -18,7 +18,7 @@ VPT_HEAD_BIAS = -math.log(99.0)  # VPT's head bias init: a 1% prior on every cla
 
 
 class PromptSource(Protocol):
-    insertion: str  # "replace": drop the previous block's prompts; "carry": keep and add
+    insertion: str  # "carry": keep the previous block's prompts and add; otherwise replace them
 
     def block_prompts(self, block: int, patch_tokens: torch.Tensor) -> torch.Tensor | None: ...
 

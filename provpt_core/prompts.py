@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 PRUNED = -1
-Insertion = Literal["replace", "carry"]
+Insertion = Literal["replace", "carry", "keep_until_replaced"]
 
 
 def vpt_init_range(patch_size: int, dim: int) -> float:
@@ -26,8 +26,11 @@ def vpt_init_range(patch_size: int, dim: int) -> float:
 class PromptBank(nn.Module):
     """Prompts of all blocks; `block_prompts(l, ...)` gives the ones block l inserts.
 
-    `insertion="replace"` (VPT-deep, PRO-VPT): at every block the previous block's prompt
-    outputs are dropped and the block's own prompts (possibly none) are inserted.
+    `insertion="replace"` (PRO-VPT): at every block the previous block's prompt outputs are
+    dropped and the block's own prompts (possibly none) are inserted.
+    `insertion="keep_until_replaced"` (VPT-deep): a block with prompts replaces the previous
+    prompt outputs, a block without keeps them, as VPT's depth ablation runs (so prompts at
+    block 0 alone are VPT-shallow).
     `insertion="carry"` (VPT-shallow): a block's prompts are added to the carried ones.
     """
 
@@ -63,7 +66,7 @@ class PromptBank(nn.Module):
     def block_prompts(self, block: int, patch_tokens: torch.Tensor) -> torch.Tensor | None:
         """The prompts block `block` inserts, [batch, n_block, dim]; None: insert nothing."""
         rows = self.block_rows(block)
-        if self.insertion == "carry" and len(rows) == 0:
+        if self.insertion != "replace" and len(rows) == 0:
             return None
         prompts = self.weight.index_select(0, rows).to(patch_tokens.dtype)
         return self.dropout(prompts.expand(patch_tokens.shape[0], -1, -1))

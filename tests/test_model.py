@@ -45,10 +45,37 @@ def test_shallow_prompts_are_inserted_once_and_carried(backbone):
     assert _sequence_lengths(model) == [1 + 5 + PATCHES] * 12
 
 
-def test_deep_on_some_blocks_leaves_the_others_empty(backbone):
-    model = _model({"name": "vpt_deep", "num_prompts": 4, "blocks": [0, 5, 11]}, backbone)
-    expected = [1 + (4 if b in (0, 5, 11) else 0) + PATCHES for b in range(12)]
-    assert _sequence_lengths(model) == expected
+def test_deep_on_some_blocks_carries_prompt_outputs_past_the_last_prompted_block(backbone):
+    """VPT's depth ablation: blocks before the first prompted one see no prompts; after it,
+    a block without prompts of its own keeps the previous block's prompt outputs."""
+    model = _model({"name": "vpt_deep", "num_prompts": 4, "blocks": [3, 7]}, backbone)
+    assert _sequence_lengths(model) == [1 + PATCHES] * 3 + [1 + 4 + PATCHES] * 9
+    seen = {}
+    for b, block in enumerate(model.backbone.blocks):
+        block.register_forward_pre_hook(lambda m, args, b=b: seen.__setitem__(b, args[0][0, 1:5].clone()))
+        block.register_forward_hook(lambda m, args, out, b=b: seen.__setitem__(("out", b), out[0, 1:5].clone()))
+    model.eval()
+    model(torch.randn(1, 3, 32, 32))
+    torch.testing.assert_close(seen[3], model.prompts.weight[:4])  # inserted fresh
+    torch.testing.assert_close(seen[4], seen[("out", 3)])  # block 3's outputs carried on
+    torch.testing.assert_close(seen[7], model.prompts.weight[4:])  # replaced at block 7
+    torch.testing.assert_close(seen[8], seen[("out", 7)])
+
+
+def test_deep_prompts_at_block_zero_alone_are_vpt_shallow(backbone):
+    deep = _model({"name": "vpt_deep", "num_prompts": 3, "blocks": [0], "dropout": 0.0}, backbone).eval()
+    shallow = _model({"name": "vpt_shallow", "num_prompts": 3}, backbone).eval()
+    shallow.prompts.weight.data.copy_(deep.prompts.weight.data)
+    shallow.head.load_state_dict(deep.head.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(deep(images), shallow(images), rtol=0, atol=0)
+
+
+def test_provpt_keeps_an_emptied_block_empty(backbone):
+    model = _model({"name": "provpt", "num_prompts": 2}, backbone)
+    for prompt in (0, 1):  # empty block 0 into block 1
+        model.prompts.relocate(prompt, 1, rescale=1.0)
+    assert _sequence_lengths(model) == [1 + PATCHES, 1 + 4 + PATCHES] + [1 + 2 + PATCHES] * 10
 
 
 def test_variable_distribution_with_empty_blocks(backbone):
@@ -85,6 +112,8 @@ def test_vpt_init_and_head_bias(backbone):
     assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
     assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)  # uniform's std
     assert torch.all(model.head.bias == -math.log(99))
+    # kaiming normal, fan-out mode (the head's 5 outputs), gain sqrt(2): std sqrt(2 / 5)
+    assert model.head.weight.std().item() == pytest.approx(math.sqrt(2 / 5), rel=0.15)
 
 
 def test_prompt_dropout_only_in_training(backbone):

@@ -11,6 +11,7 @@ dropout) shared by all layers. Every part is a switch for the ablations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -29,6 +30,9 @@ class VAPTConfig(PromptConfig):
     static_blocks: int = 1  # early blocks that keep ordinary learnable prompts
     conv: bool = True  # the channel-shared KxK convolution
     kernel_size: int = 2  # K
+    # the kernel's init: "randn" (standard normal, as the authors' code); "pytorch": Conv2d's own
+    # kaiming-uniform, bound 1/K
+    conv_init: Literal["randn", "pytorch"] = "randn"
     conv_dropout: float = 0.1  # Dropout2d after the convolution
     projector: bool = True  # the residual bottleneck projector
     shared_projector: bool = True  # one projector for all layers; False: one per layer
@@ -69,6 +73,8 @@ class PromptGenerator(nn.Module):
         if config.conv and (size > grid[0] or size > grid[1]):
             raise ValueError(f"method.kernel_size: {size} is larger than the patch grid {grid}")
         self.conv = nn.Conv2d(1, 1, size, bias=False) if config.conv else None
+        if self.conv is not None and config.conv_init == "randn":
+            nn.init.normal_(self.conv.weight)
         self.conv_dropout = nn.Dropout2d(config.conv_dropout)
         positions = (grid[0] - size + 1) * (grid[1] - size + 1)
         self.to_slots = nn.Linear(positions, config.num_prompts)

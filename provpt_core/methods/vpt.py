@@ -1,6 +1,7 @@
 """VPT (Jia et al. 2022): learnable prompt tokens in a frozen ViT.
 
-VPT-deep inserts N prompts at every block, replacing the previous block's prompt outputs.
+VPT-deep inserts N prompts at every block, replacing the previous block's prompt outputs; with
+`blocks` (VPT's depth ablation) a block without prompts carries the previous ones on.
 VPT-shallow inserts N prompts once, before block 0, and carries them through.
 """
 
@@ -67,6 +68,7 @@ class VPTDeepConfig(PromptConfig):
 @register_method("vpt_deep")
 class VPTDeep(Method):
     config_class = VPTDeepConfig
+    insertion: Insertion = "keep_until_replaced"
 
     def build_model(self, backbone: VisionTransformer, num_classes: int) -> PromptedViT:
         depth = len(backbone.blocks)
@@ -74,7 +76,7 @@ class VPTDeep(Method):
         if any(b >= depth for b in blocks):
             raise ValueError(f"method.blocks: {list(blocks)} names a block >= the backbone's {depth}")
         counts = [self.config.num_prompts if b in blocks else 0 for b in range(depth)]
-        return prompted_vit(self.config, backbone, num_classes, counts, "replace")
+        return prompted_vit(self.config, backbone, num_classes, counts, self.insertion)
 
 
 @dataclass
