@@ -1,9 +1,11 @@
 """The published numbers our tables are set beside (``reference/published_results.csv``).
 
-One row per sourced number: method, benchmark, task, value (top-1 %), grade (how directly it
-was sourced: primary, primary-rebuilt, secondary, secondary-consistent, secondary-unverified)
-and source. ``task`` is a task name or alias, ``group:<name>``, ``mean_of_groups``,
-``mean_of_19`` (VTAB-1k) or ``mean`` (FGVC). A method written ``<method>_as_rerun_by_<paper>``
+One row per sourced number: method, benchmark, task, value (top-1 %, or millions of trained
+parameters without the head for ``params``), grade (how directly it was sourced: primary,
+primary-rebuilt, derived (computed from sourced numbers, e.g. a mean of 19 tasks from group
+means), secondary, secondary-consistent, secondary-unverified) and source. ``task`` is a task
+name or alias, ``group:<name>``, ``mean_of_groups``, ``mean_of_19`` (VTAB-1k), ``mean``
+(FGVC) or ``params``. A method written ``<method>_as_rerun_by_<paper>``
 is that paper's re-run of ``<method>``, a second reference for the same row. Nothing here was
 filled from memory: a number that could not be sourced is absent, and the tables say so.
 """
@@ -19,6 +21,7 @@ from provpt_core.data.tasks import get_task
 
 MEAN_GROUPS = "mean:groups"
 MEAN_TASKS = "mean:tasks"
+PARAMS = "params"
 RERUN = "_as_rerun_by_"
 FIELDS = ("method", "benchmark", "task", "value", "grade", "source")
 
@@ -74,4 +77,6 @@ def _column(task: str) -> str:
         return MEAN_GROUPS
     if task in ("mean", "mean_of_19"):
         return MEAN_TASKS
+    if task == PARAMS:
+        return PARAMS
     return get_task(task).name

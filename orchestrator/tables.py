@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, PublishedNumber, load_published
+from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, PARAMS, PublishedNumber, load_published
 from orchestrator.results import (
     Results,
     ResultsError,
@@ -37,7 +37,6 @@ from orchestrator.results import (
 from orchestrator.study import Study, StudyError, load_study, redact
 from provpt_core.data.tasks import TASKS, TaskSpec
 
-PARAMS = "params"
 SIGNIFICANCE = 0.05
 FLAG = "†"
 BENCHMARK_TITLES = {"vtab1k": "VTAB-1k", "fgvc": "FGVC", "mini": "Mini benchmark"}
@@ -222,8 +221,12 @@ def published_rows(
         cells, deltas = {}, {}
         for column in columns:
             number = found.get(column.id)
-            if column.id == PARAMS or number is None:
+            if number is None:
                 cells[column.id] = deltas[column.id] = Cell(state="n/s")
+                continue
+            if column.id == PARAMS:  # published counts leave the head out, ours include it
+                cells[column.id] = Cell(number.value, digits=2, grade=number.grade)
+                deltas[column.id] = Cell(state="n/a", note="ours counts the head")
                 continue
             if column.tasks and set(column.tasks) != _benchmark_members(benchmark, column):
                 cells[column.id] = deltas[column.id] = Cell(state="n/a", note="not the paper's task set")

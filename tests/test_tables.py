@@ -138,6 +138,20 @@ def test_published_aggregates_on_the_full_benchmark(tmp_path):
     assert [c.title for c in table.columns][-3:] == ["Mean of 3 groups", "Mean of 19 tasks", "Params (M)"]
 
 
+def test_published_parameter_counts_and_derived_means_on_the_full_benchmark():
+    vtab = [s for s in TASKS if s.benchmark == "vtab1k"]
+    trials = [_trial("davpt", s.name, "final", 1, "FINISHED", 50.0, wall=60.0, params=250_000) for s in vtab]
+    study = Study.model_validate({"name": "fixture", "tasks": ["vtab1k"], "methods": [{"name": "davpt"}], "final": {"seeds": [1]}})
+    table = build_tables(study, to_frames(trials))[0]["vtab1k"]
+    rows = {(r["task"]): r for r in _published_rows() if r["method"] == "davpt" and r["benchmark"] == "vtab1k"}
+    published = next(r for r in table.rows if r.label.startswith("davpt: published ["))
+    assert published.cells["params"].value == float(rows["params"]["value"]) == 0.21
+    assert "derived" in published.label and rows["mean_of_19"]["grade"] == "derived"
+    delta = next(r for r in table.rows if r.label == "davpt: ours − published")
+    assert delta.cells["params"].state == "n/a"  # ours count the head, the paper's do not
+    assert delta.cells[MEAN_TASKS].value == pytest.approx(50.0 - float(rows["mean_of_19"]["value"]))
+
+
 def test_comparison_with_the_baseline(tables):
     from scipy.stats import wilcoxon
 
