@@ -78,6 +78,9 @@ def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_u
         f"resources per trial: {study.resources.cpu:g} CPU, {study.resources.gpu:g} GPU; "
         f"search concurrency {study.search.concurrency} per pipeline",
         "",
+        "recipes (how each method trains):",
+        *_recipe_lines(study),
+        "",
         f"{'pipeline':40s} {'search':>6s} {'final':>6s} {'trial-hours':>12s}",
     ]
     totals = {"search": 0, "final": 0, "hours": 0.0}
@@ -92,3 +95,25 @@ def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_u
     device = "GPU" if study.resources.gpu > 0 else "CPU"
     lines.append(f"(estimate from a throughput table; {device} trial-hours)")
     return "\n".join(lines)
+
+
+def _recipe_lines(study: Study) -> list[str]:
+    """One line per recipe in use, naming its methods; what a recipe leaves out follows it."""
+    users: dict[str, list[str]] = {}
+    recipes = {}
+    for method in study.methods:
+        recipe = study.recipe_of(method)
+        name = recipe.name if recipe else "shared"
+        recipes[name] = recipe
+        users.setdefault(name, []).append(method.key)
+    lines = []
+    for name, methods in users.items():
+        recipe = recipes[name]
+        if recipe is None:
+            lines.append(f"  {', '.join(methods)}: the shared protocol (the study's trial section)")
+            continue
+        lines.append(f"  {', '.join(methods)}: published recipe '{name}': {recipe.source}")
+        if recipe.seeds:
+            lines.append(f"      the authors' seeds: {', '.join(map(str, recipe.seeds))} (this study runs final.seeds)")
+        lines += [f"      not reproduced: {item}" for item in recipe.not_reproduced]
+    return lines

@@ -37,6 +37,7 @@ from provpt_core.config import ConfigError
 from provpt_core.data import resolve_tasks
 from provpt_core.data.tasks import TaskSpec
 from provpt_core.methods import METHODS
+from provpt_core.recipes import Recipe, published_recipe
 from provpt_core.trial import TrialConfig, merge_config
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -96,6 +97,7 @@ class MethodEntry(_Strict):
     # this method's defaults of the trial config, over the study's `trial`, e.g. full
     # fine-tuning's {train: {optimizer: adamw, lr: 1.0e-4}}
     trial: dict[str, Any] = Field(default_factory=dict)
+    recipe: Literal["shared", "published"] | None = None  # None: the study's
 
     @field_validator("name")
     @classmethod
@@ -175,6 +177,9 @@ class Study(_Strict):
     backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "vit_base_patch16_224.orig_in21k"})
     data: DataSection = Field(default_factory=DataSection)
     trial: dict[str, Any] = Field(default_factory=dict)  # defaults of every trial (train, eval)
+    # shared: every method trains under `trial` (a fair comparison); published: each method
+    # under its authors' recipe (provpt_core.recipes) over `trial` (a reproduction)
+    recipe: Literal["shared", "published"] = "shared"
     methods: list[MethodEntry] = Field(min_length=1)
     resources: Resources = Field(default_factory=Resources)
     search: SearchSection = Field(default_factory=SearchSection)
@@ -211,11 +216,29 @@ class Study(_Strict):
     def tracking_uri(self, output: Path) -> str:
         return self.tracking.uri or f"sqlite:///{output / 'mlflow.db'}"
 
+    def recipe_of(self, method: MethodEntry) -> Recipe | None:
+        """The authors' recipe `method` trains with in this study; None: the shared protocol."""
+        if (method.recipe or self.recipe) == "shared":
+            return None
+        recipe = published_recipe(method.name)
+        if recipe is None:
+            raise ValueError(f"no published recipe is sourced for method '{method.name}'; give it recipe: shared")
+        return recipe
+
     def base_trial(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
-        """The trial config of (method, task) before search values and seeds are applied."""
-        trial = merge_config(copy.deepcopy(self.trial), copy.deepcopy(method.trial))
+        """The trial config of (method, task) before search values and seeds are applied: the
+        study's `trial`, then the method's recipe if published, then the method's `trial`."""
+        recipe = self.recipe_of(method)
+        trial = copy.deepcopy(self.trial)
+        recipe_fields: dict[str, Any] = {}
+        if recipe is not None:
+            fragment = copy.deepcopy(recipe.config)
+            recipe_fields = fragment.pop("method", {})
+            trial = merge_config(trial, fragment)
+            trial["recipe"] = recipe.name
+        trial = merge_config(trial, copy.deepcopy(method.trial))
         trial["backbone"] = {**self.backbone, **trial.get("backbone", {})}
-        trial["method"] = {"name": method.name, **method.config}
+        trial["method"] = merge_config({"name": method.name, **recipe_fields}, copy.deepcopy(method.config))
         data = {**trial.get("data", {}), "task": task.name}
         if task.benchmark in self.data.roots:
             data["root"] = self.data.roots[task.benchmark]
@@ -301,6 +324,10 @@ def _check_trials(study: Study, path: Path) -> None:
                     f"{path}: methods[{i}].search.{name}: expected a dotted path into the trial config "
                     "(train., method., eval., ...)"
                 )
+        try:
+            study.recipe_of(method)
+        except ValueError as err:
+            raise StudyError(f"{path}: methods[{i}].recipe: {err}") from None
         for task in study.task_specs:
             base = study.base_trial(method, task)
             for values in corner_values(method.search):

@@ -94,7 +94,7 @@ class Trainer:
         if train.threads is not None:
             torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
-        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = _autocast_dtype(train.precision, self.device)
         torch.manual_seed(train.seed)
         self.method = create_method(config.method)
         backbone = load_backbone(config.backbone)
@@ -114,7 +114,12 @@ class Trainer:
         }
         self.feature_cache: dict[str, torch.Tensor] = {}
         self.optimizer = self._make_optimizer()
+        self.steps_per_epoch = math.ceil(len(data.train.labels) / train.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        # fp16 gradients underflow without loss scaling; a no-op for every other precision
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.autocast_dtype == torch.float16 and self.device.type == "cuda"
+        )
         self.shuffle = torch.Generator().manual_seed(train.seed)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -164,7 +169,7 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         start = time.perf_counter()
         self.model.train()
-        clip = self.config.train.grad_clip
+        train = self.config.train
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -174,15 +179,22 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             logits = self._forward(inputs, train=True)
             loss = self.method.training_loss(self, logits, labels)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            self.method.after_backward(self, loss)
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            if train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+            if train.grad_clip_value is not None:
+                torch.nn.utils.clip_grad_value_(params, train.grad_clip_value)
+            self.method.after_backward(self, loss, labels)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if train.schedule_unit == "step":
+                self.scheduler.step()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
-        self.scheduler.step()
+        if train.schedule_unit == "epoch":
+            self.scheduler.step()
         train_loss = float(loss_sum) / seen
         if not math.isfinite(train_loss):
             raise DivergedError(f"training loss is {train_loss} in epoch {self.epoch + 1} (lr {lr:g})")
@@ -213,7 +225,7 @@ class Trainer:
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled training batches (inputs, labels) on the device, from the trial's generator."""
         inputs, labels = self._split_inputs("train")
-        order = torch.randperm(len(labels), generator=self.shuffle).to(inputs.device)
+        order = self._epoch_order(labels).to(inputs.device)
         size = self.config.train.batch_size
         for start in range(0, len(labels), size):
             rows = order[start : start + size]
@@ -232,7 +244,7 @@ class Trainer:
         self.model.eval()
         features = features or self.model.features
         images, size = self.splits[split].images, self.config.eval.batch_size
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self._autocast():
             chunks = [
                 features(self._prepare(images[i : i + size].to(self.device), train=False))
                 for i in range(0, len(images), size)
@@ -251,12 +263,25 @@ class Trainer:
         return sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
 
     # ------------------------------------------------------------- internals
+    def _autocast(self) -> torch.autocast:
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def _epoch_order(self, labels: torch.Tensor) -> torch.Tensor:
+        """The order of an epoch's training examples: a permutation, or with the class-balanced
+        sampler as many draws with replacement, each class equally likely."""
+        labels = labels.cpu()
+        if self.config.train.sampler == "shuffle":
+            return torch.randperm(len(labels), generator=self.shuffle)
+        weights = 1.0 / torch.bincount(labels).double()[labels]
+        return torch.multinomial(weights, len(labels), replacement=True, generator=self.shuffle)
+
     def _distribution(self) -> list[int] | None:
         counts = getattr(self.model.prompts, "counts", None)
         return counts() if counts is not None else None
 
     def _forward(self, inputs: torch.Tensor, train: bool = False) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self._autocast():
             if self.feature_cache:
                 return self.model.head(inputs)
             return self.model(self._prepare(inputs, train))
@@ -284,18 +309,26 @@ class Trainer:
         for group in self.method.param_groups(self.model):
             role = group.pop("role", "body")
             lr = train.head_lr if role == "head" and train.head_lr is not None else train.lr
+            if role == "head" and not train.head_bias_decay:
+                bias = self.model.head.bias
+                rest = [p for p in group.pop("params") if p is not bias]
+                groups.append({"params": [bias], "lr": lr, "weight_decay": 0.0, **group})
+                group["params"] = rest
             groups.append({"lr": lr, "weight_decay": train.weight_decay, **group})
         if train.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
         return torch.optim.AdamW(groups, lr=train.lr)
 
-    def _lr_factor(self, epoch: int) -> float:
+    def _lr_factor(self, tick: int) -> float:
+        """The lr factor at scheduler tick `tick` (an epoch, or a step with schedule_unit step)."""
         train = self.config.train
         if train.schedule == "constant":
             return 1.0
-        if epoch < train.warmup_epochs:
-            return (epoch + 1) / train.warmup_epochs
-        progress = (epoch - train.warmup_epochs) / max(1, train.epochs - train.warmup_epochs)
+        per_tick = self.steps_per_epoch if train.schedule_unit == "step" else 1
+        warmup, total = train.warmup_epochs * per_tick, train.epochs * per_tick
+        if tick < warmup:
+            return tick / warmup if train.warmup_from_zero else (tick + 1) / warmup
+        progress = (tick - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------ state
@@ -310,6 +343,7 @@ class Trainer:
             "model": self.model.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
             "rng": rng,
             "history": list(self.history),
@@ -326,6 +360,7 @@ class Trainer:
         self.model.load_trainable_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["rng"]["torch"])
         self.shuffle.set_state(state["rng"]["shuffle"])
@@ -346,6 +381,13 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision setting; None: plain fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

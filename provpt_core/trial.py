@@ -16,6 +16,7 @@ from provpt_core.config import ConfigError, as_dict, build, check
 from provpt_core.data.loading import DataConfig
 from provpt_core.methods import MethodConfig, build_method_config, method_spec
 from provpt_core.methods.vpt import VPTDeepConfig
+from provpt_core.recipes import RECIPES, SHARED
 
 
 @dataclass
@@ -31,10 +32,18 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
     schedule: Literal["constant", "cosine"] = "constant"
+    schedule_unit: Literal["epoch", "step"] = "epoch"  # the lr changes once per epoch or every step
     warmup_epochs: int = 0  # linear warm-up before the cosine decay
+    # False: the warm-up's first lr is lr / warmup (it reaches lr in its last epoch); True: it
+    # starts from 0, as VPT's (factor e / warmup in epoch e)
+    warmup_from_zero: bool = False
+    head_bias_decay: bool = True  # False: no weight decay on the head's bias (VPT's recipe)
     grad_clip: float | None = 0.25  # global gradient-norm clip on every step; None: off
+    grad_clip_value: float | None = None  # clip every gradient value to +-this (DA-VPT's recipe); None: off
+    sampler: Literal["shuffle", "class_balanced"] = "shuffle"  # class_balanced: classes drawn equally often
     seed: int = 42
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: bf16 on GPU, fp32 on CPU; fp16 uses a gradient scaler on GPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto: cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None: torch's default
     device_data_mb: int = 4096  # splits up to this size live on the device for the whole trial
@@ -53,6 +62,12 @@ class TrainConfig:
             self.warmup_epochs,
         )
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "null or a number > 0", self.grad_clip)
+        check(
+            self.grad_clip_value is None or self.grad_clip_value > 0,
+            "grad_clip_value",
+            "null or a number > 0",
+            self.grad_clip_value,
+        )
         check(self.threads is None or self.threads >= 1, "threads", "null or an integer >= 1", self.threads)
 
 
@@ -76,6 +91,10 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)  # used when fit() is given no data
+    recipe: str = SHARED  # the recipe this config was built from (recipes.py): a record, not a switch
+
+    def __post_init__(self) -> None:
+        check(self.recipe == SHARED or self.recipe in RECIPES, "recipe", f"'{SHARED}' or one of {', '.join(RECIPES)}", self.recipe)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
@@ -90,7 +109,9 @@ class TrialConfig:
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown field; expected one of preset, {', '.join(sorted(known))}")
         method = build_method_config(data.pop("method", {"name": "vpt_deep"}))
-        return cls(method=method, **{name: build(_FIELD_TYPES[name], value, name) for name, value in data.items()})
+        recipe = data.pop("recipe", SHARED)
+        sections = {name: build(_FIELD_TYPES[name], value, name) for name, value in data.items()}
+        return cls(method=method, recipe=recipe, **sections)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,37 +120,23 @@ class TrialConfig:
             "train": as_dict(self.train),
             "eval": as_dict(self.eval),
             "data": as_dict(self.data),
+            "recipe": self.recipe,
         }
 
 
 _FIELD_TYPES = {"backbone": BackboneConfig, "train": TrainConfig, "eval": EvalConfig, "data": DataConfig}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The authors' published PRO-VPT command (CIFAR-100, VTAB-1k): ViT-B/16 orig_in21k, 20
-    # prompts per block, reference identification pass and PPO, SGD lr 2.5 constant, 100
-    # epochs, batch 64, clip 0.25. Their seeds are 18, 25 and 42.
+    # The authors' published PRO-VPT command (CIFAR-100, VTAB-1k) on their backbone: ViT-B/16
+    # orig_in21k with PRO-VPT's recipe (recipes.py).
     "reference": {
         "backbone": {"name": "vit_base_patch16_224.orig_in21k", "weights": "pretrained"},
-        "method": {
-            "name": "provpt",
-            "num_prompts": 20,
-            "dropout": 0.1,
-            "relocation": {"idleness": "reference", "allocator": "ppo"},
-        },
-        "train": {
-            "epochs": 100,
-            "batch_size": 64,
-            "optimizer": "sgd",
-            "lr": 2.5,
-            "weight_decay": 1e-4,
-            "momentum": 0.9,
-            "schedule": "constant",
-            "grad_clip": 0.25,
-            "seed": 42,
-        },
+        "method": {"name": "provpt", **RECIPES["provpt"].config["method"]},
+        "train": {**RECIPES["provpt"].config["train"], "seed": 42},
+        "recipe": "provpt",
     },
 }
-REFERENCE_SEEDS = (18, 25, 42)
+REFERENCE_SEEDS = RECIPES["provpt"].seeds
 
 
 def get_preset(name: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def test_round_trip_keeps_every_field():
         ({"train": {"lr": -1.0}}, "train.lr: expected a number > 0, got -1.0"),
         ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got 2.5"),
         ({"train": {"optimizer": "lion"}}, "train.optimizer: expected one of 'sgd', 'adamw'"),
-        ({"method": {"name": "lora"}}, "method.name: unknown method 'lora'"),
+        ({"method": {"name": "prefix_tuning"}}, "method.name: unknown method 'prefix_tuning'"),
         ({"method": {"name": "provpt", "relocation": {"ppo": {"gamma": 2.0}}}}, "method.relocation.ppo.gamma"),
         ({"method": {"name": "vpt_deep", "dropout": 1.5}}, "method.dropout: expected a probability"),
         ({"backbone": {"weights": "model.ckpt"}}, "backbone.weights: expected 'pretrained', 'random' or a path"),

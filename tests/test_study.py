@@ -22,7 +22,7 @@ def _write(tmp_path, text: str) -> Path:
     [
         (("name: micro", "name: micro\nwhatever: 1"), "whatever: unknown field"),
         (("tasks: [mini_count, mini_loc]", "tasks: [mini_count, dtdd]"), "tasks: unknown task 'dtdd'; did you mean dtd"),
-        (("  - name: linear", "  - name: lora"), "methods[0].name: unknown method 'lora'"),
+        (("  - name: linear", "  - name: prefix_tuning"), "methods[0].name: unknown method 'prefix_tuning'"),
         (("train.lr: {low: 0.05, high: 0.5, log: true}\n  - name: provpt",
           "train.lr: {low: 0.5, high: 0.05}\n  - name: provpt"), "methods[0].search.train.lr: low 0.5 > high 0.05"),
         (("train: {epochs: 2, batch_size: 100, head_lr: 0.1}", "train: {epochs: 0, lr: -0.1}"),
@@ -80,6 +80,43 @@ def test_a_method_overrides_the_trial_defaults(tmp_path, monkeypatch):
     task = study.task_specs[0]
     assert study.base_trial(linear, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1, "optimizer": "adamw", "lr": 0.001}
     assert study.base_trial(provpt, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1}
+
+
+def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path, monkeypatch):
+    from provpt_core.trial import TrialConfig
+
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    text = MICRO.replace("methods:", "recipe: published\nmethods:").replace(
+        "  - name: linear", "  - name: linear\n    trial: {train: {batch_size: 50}}", 1
+    )
+    study = load_study(_write(tmp_path, text))
+    linear, provpt = study.methods
+    task = study.task_specs[0]
+    vpt = TrialConfig.from_dict(study.base_trial(linear, task))
+    assert vpt.recipe == "vpt" and vpt.train.optimizer == "sgd" and vpt.train.grad_clip is None
+    assert vpt.train.warmup_from_zero and not vpt.train.head_bias_decay and vpt.train.schedule == "cosine"
+    assert vpt.train.batch_size == 50  # the method's own trial section wins over its recipe
+    assert vpt.train.head_lr == 0.1  # the study's trial section lies under the recipe
+    reference = TrialConfig.from_dict(study.base_trial(provpt, task))
+    assert reference.recipe == "provpt" and reference.train.precision == "fp32"
+    assert reference.train.lr == 2.5 and reference.train.schedule == "constant" and reference.train.grad_clip == 0.25
+    assert reference.method.relocation.idleness == "reference"
+    assert reference.method.num_prompts == 1  # the method's config wins over the recipe's 20
+    text = format_plan(study, make_plan(study), "/out", "sqlite:////out/mlflow.db")
+    assert "  linear: published recipe 'vpt'" in text and "  provpt: published recipe 'provpt'" in text
+
+    text = MICRO.replace("methods:", "recipe: published\nmethods:").replace("  - name: linear", "  - name: linear\n    recipe: shared", 1)
+    shared = load_study(_write(tmp_path, text))
+    linear_shared = TrialConfig.from_dict(shared.base_trial(shared.methods[0], task))
+    assert linear_shared.recipe == "shared" and linear_shared.train.grad_clip == 0.25  # the core's default
+
+
+def test_a_method_without_a_sourced_recipe_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    text = MICRO.replace("methods:", "recipe: published\nmethods:").replace("  - name: linear", "  - name: lora", 1)
+    path = _write(tmp_path, text)
+    with pytest.raises(StudyError, match=r"methods\[0\]\.recipe: no published recipe is sourced for method 'lora'"):
+        load_study(path)
 
 
 def test_an_unset_root_is_asked_for_before_ray_starts(tmp_path, monkeypatch):
