@@ -24,7 +24,7 @@ from typing import Any
 
 RUNNING = "RUNNING"
 RECORDS = "records"
-SUMMARY_METRICS = ("best_val_acc", "final_val_acc", "test_acc", "trainable_params", "wall_seconds")
+SUMMARY_METRICS = ("best_val_acc", "final_val_acc", "test_acc", "best_late_test_acc", "trainable_params", "wall_seconds")
 
 
 @dataclass

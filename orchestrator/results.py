@@ -6,6 +6,8 @@
     status (string): FINISHED, FAILED (e.g. diverged), KILLED (stopped early or errored past
         its retries) or RUNNING; failure_reason (string, null)
     best_val_acc, final_val_acc, test_acc (float64, fractions; null where not scored)
+    best_late_test_acc (float64): the "as published" readout of eval.late_test_from, the best
+        test accuracy of the late epochs; null unless asked for. Never used for selection.
     trainable_params (int64), wall_seconds (float64, null unless finished), epochs (int64:
         epochs recorded), gpu_fraction, cpus (float64: the trial's Ray resources)
     mlflow_run_id, ray_trial_id, ray_node_id (the node it last started on), config_hash,
@@ -51,6 +53,7 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "best_val_acc": pa.float64(),
     "final_val_acc": pa.float64(),
     "test_acc": pa.float64(),
+    "best_late_test_acc": pa.float64(),
     "trainable_params": pa.int64(),
     "wall_seconds": pa.float64(),
     "epochs": pa.int64(),

@@ -99,17 +99,19 @@ class Table:
 
 
 class Scores:
-    """Final test accuracies (%) per (method, task, seed), and the state of every cell."""
+    """Final test accuracies (%) per (method, task, seed), and the state of every cell.
+    `metric` "best_late_test_acc" reads the "as published" readout instead."""
 
-    def __init__(self, trials: pd.DataFrame, study: Study) -> None:
+    def __init__(self, trials: pd.DataFrame, study: Study, metric: str = "test_acc") -> None:
         self.planned = len(study.final.seeds)
         self.by_cell: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         self.statuses: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         self.params: dict[tuple[str, str], list[int]] = defaultdict(list)
         for row in trials.itertuples(index=False):
             self.statuses[(row.method, row.task, row.phase)].append(row.status)
-            if row.phase == "final" and row.status == "FINISHED" and not _missing(row.test_acc):
-                self.by_cell[(row.method, row.task)][int(row.seed)] = 100 * float(row.test_acc)
+            score = getattr(row, metric)
+            if row.phase == "final" and row.status == "FINISHED" and not _missing(score):
+                self.by_cell[(row.method, row.task)][int(row.seed)] = 100 * float(score)
                 if not _missing(row.trainable_params):
                     self.params[(row.method, row.task)].append(int(row.trainable_params))
 
@@ -244,7 +246,12 @@ def published_rows(
 
 
 def benchmark_table(
-    study: Study, scores: Scores, benchmark: str, published: list[PublishedNumber], flags: dict[str, float | None]
+    study: Study,
+    scores: Scores,
+    benchmark: str,
+    published: list[PublishedNumber],
+    flags: dict[str, float | None],
+    readout: Scores | None = None,
 ) -> Table:
     specs = [s for s in study.task_specs if s.benchmark == benchmark]
     by_name = {s.name: s for s in specs}
@@ -258,6 +265,9 @@ def benchmark_table(
         p = flags.get(method)
         label = method + (FLAG if p is not None and p < SIGNIFICANCE else "")
         table.rows.append(Row(label, "ours", method, cells))
+        if readout is not None and any(m == method for m, _ in readout.by_cell):
+            late = our_cells(readout, method, columns, by_name)
+            table.rows.append(Row(f"{method}: ours, as published (best test of the late epochs)", "readout", method, late))
         if has_published:
             table.rows += published_rows(method, benchmark, columns, cells, published)
     if not has_published:
@@ -443,7 +453,7 @@ def to_markdown(table: Table) -> str:
     header = ["", *(c.title for c in table.columns)]
     lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
-        label = f"*{row.label}*" if row.kind in ("published", "delta") else row.label
+        label = f"*{row.label}*" if row.kind in ("published", "delta", "readout") else row.label
         lines.append("| " + " | ".join([label, *(row.cells[c.id].text() for c in table.columns)]) + " |")
     lines += ["", *table.notes]
     return "\n".join(lines) + "\n"
@@ -464,7 +474,7 @@ def to_latex(table: Table) -> str:
         r"\midrule",
     ]
     for row in table.rows:
-        label = tex(row.label) if row.kind not in ("published", "delta") else r"\quad\textit{" + tex(row.label) + "}"
+        label = tex(row.label) if row.kind not in ("published", "delta", "readout") else r"\quad\textit{" + tex(row.label) + "}"
         lines.append(" & ".join([label, *(tex(row.cells[c.id].text()) for c in table.columns)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", *("% " + n for n in table.notes)]
     return "\n".join(lines) + "\n"
@@ -525,6 +535,7 @@ def build_tables(study: Study, results: Results, baseline: str | None = None, pu
     """Every table of a study's results (nothing written)."""
     published = load_published() if published is None else published
     scores = Scores(results.trials, study)
+    readout = Scores(results.trials, study, "best_late_test_acc")
     methods = [m.key for m in study.methods]
     baseline = baseline or ("vpt_deep" if "vpt_deep" in methods else methods[0])
     if baseline not in methods:
@@ -533,7 +544,7 @@ def build_tables(study: Study, results: Results, baseline: str | None = None, pu
     benchmarks = list(dict.fromkeys(s.benchmark for s in study.task_specs))
     for benchmark in benchmarks:
         comparison, flags = compare(study, scores, baseline, benchmark)
-        tables[benchmark] = benchmark_table(study, scores, benchmark, published, flags)
+        tables[benchmark] = benchmark_table(study, scores, benchmark, published, flags, readout)
         if len(methods) > 1:
             tables[comparison.name] = comparison
     if study.ablation is not None:

@@ -185,6 +185,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         "best_val_acc": result.best_val_acc,
         "final_val_acc": result.final_val_acc,
         "test_acc": result.test_acc,
+        "best_late_test_acc": result.best_late_test_acc,
         "trainable_params": result.trainable_params,
         "wall_seconds": result.wall_seconds,
     }

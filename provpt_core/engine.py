@@ -55,6 +55,8 @@ class FitResult:
     final_val_acc: float | None
     best_val_acc: float | None
     test_acc: float | None
+    # the "as published" readout (eval.late_test_from): best test accuracy of the late epochs
+    best_late_test_acc: float | None
     distribution: list[int] | None  # prompts per block at the end
     initial_distribution: list[int] | None = None  # prompts per block at the start
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # e.g. "relocation"
@@ -141,6 +143,8 @@ class Trainer:
             self.epoch += 1
             if "val" in self.splits and (self.epoch == epochs or (val_every and self.epoch % val_every == 0)):
                 metrics.update(self.evaluate("val"))
+            if self._late_test_due():
+                metrics["late_test_acc"] = self.evaluate("test")["test_acc"]
             self.history.append(metrics)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, metrics)
@@ -149,6 +153,7 @@ class Trainer:
         if finished and self.config.eval.test_at_end and "test" in self.splits:
             test_acc = self.evaluate("test")["test_acc"]
         val_accs = [m["val_acc"] for m in self.history if "val_acc" in m]
+        late_tests = [m["late_test_acc"] for m in self.history if "late_test_acc" in m]
         result = FitResult(
             epochs_completed=self.epoch,
             finished=finished,
@@ -156,6 +161,7 @@ class Trainer:
             final_val_acc=self.history[-1].get("val_acc") if self.history else None,
             best_val_acc=max(val_accs) if val_accs else None,
             test_acc=test_acc,
+            best_late_test_acc=max(late_tests) if finished and late_tests else None,
             distribution=self._distribution(),
             initial_distribution=self.initial_distribution,
             events={k: list(v) for k, v in self.events.items()},
@@ -263,6 +269,11 @@ class Trainer:
         return sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
 
     # ------------------------------------------------------------- internals
+    def _late_test_due(self) -> bool:
+        evaluation = self.config.eval
+        start = evaluation.late_test_from
+        return start is not None and evaluation.test_at_end and "test" in self.splits and self.epoch >= start
+
     def _autocast(self) -> torch.autocast:
         dtype = self.autocast_dtype
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)

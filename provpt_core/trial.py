@@ -78,9 +78,13 @@ class EvalConfig:
     val_every: int = 0  # also score val every n epochs; 0: only after the last epoch
     test_at_end: bool = True  # score the test split once, after the last epoch
     batch_size: int = 256
+    # An "as published" readout, never a selection: also score test after every epoch from
+    # this one (1-based) on and report the best (DA-VPT's authors report that number); None: off
+    late_test_from: int | None = None
 
     def __post_init__(self) -> None:
         check(self.val_every >= 0, "val_every", "an integer >= 0", self.val_every)
+        check(self.late_test_from is None or self.late_test_from >= 1, "late_test_from", "null or an epoch >= 1", self.late_test_from)
         check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
 
 

@@ -335,3 +335,22 @@ def test_fgvc_table_has_the_five_datasets_and_their_mean():
     assert delta.cells[MEAN_TASKS].value == pytest.approx(sum(scores.values()) / 5 - published["mean"])
     assert delta.cells["cub200"].value == pytest.approx(scores["cub200"] - published["cub"])  # the paper's alias
     assert next(r for r in table.rows if r.kind == "published").label == "linear: published [primary]"
+
+
+def test_the_as_published_readout_is_a_labelled_row_beside_ours():
+    trials = []
+    for seed, (last, late) in enumerate([(0.60, 0.66), (0.62, 0.70)], 1):
+        trial = _trial("davpt", "cifar", "final", seed, "FINISHED", 100 * last, wall=60.0)
+        trial.summary["best_late_test_acc"] = late
+        trials.append(trial)
+    trials.append(_trial("vpt_deep", "cifar", "final", 1, "FINISHED", 50.0, wall=60.0))
+    study = Study.model_validate(
+        {"name": "fixture", "tasks": ["cifar"], "methods": [{"name": "davpt"}, {"name": "vpt_deep"}], "final": {"seeds": [1, 2]}}
+    )
+    table = build_tables(study, to_frames(trials))[0]["vtab1k"]
+    ours = next(r for r in table.rows if r.kind == "ours" and r.method == "davpt")
+    readout = next(r for r in table.rows if r.kind == "readout")
+    assert ours.cells["cifar"].value == pytest.approx(61.0)  # the last epoch's test: what we compare
+    assert readout.method == "davpt" and "as published" in readout.label
+    assert readout.cells["cifar"].value == pytest.approx(68.0)
+    assert not any(r.kind == "readout" and r.method == "vpt_deep" for r in table.rows)
