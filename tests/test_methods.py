@@ -8,7 +8,6 @@ from conftest import tiny_trial
 
 from provpt_core.data.synthetic import synthetic_splits
 from provpt_core.engine import Trainer
-from provpt_core.methods.davpt import cosine_kmeans, proxy_anchor_loss
 from provpt_core.methods.vapt import VAPTConfig, VAPTPrompts
 
 DIM, DEPTH = 64, 12  # the tiny ViT
@@ -27,6 +26,19 @@ def test_vapt_parameter_count_on_vit_b_dimensions():
     assert _count(per_layer) == 55_608 + 10 * 2 * 768 * 8
     no_conv = VAPTPrompts(VAPTConfig(num_prompts=10, conv=False, projector=False), 768, 12, (14, 14), 0.06)
     assert _count(no_conv) == 10 * 768 + 11 * (2 * 768 + 196 * 10 + 10)
+
+
+def test_vapt_kernel_init_is_standard_normal_as_the_authors_or_pytorch_default():
+    def kernels(init):
+        torch.manual_seed(0)
+        prompts = VAPTPrompts(VAPTConfig(num_prompts=2, conv_init=init), 8, 201, (4, 4), 0.1)
+        return torch.cat([g.conv.weight.flatten() for g in prompts.generators])  # 200 kernels of 2x2
+
+    authors = kernels("randn")
+    assert authors.std().item() == pytest.approx(1.0, abs=0.1) and authors.abs().max() > 2.0
+    default = kernels("pytorch")  # kaiming-uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)), fan_in 4
+    assert default.abs().max() <= 0.5 and default.std().item() == pytest.approx(0.5 / 3**0.5, rel=0.1)
+    assert VAPTConfig().conv_init == "randn"
 
 
 def test_vapt_generated_prompts_are_exactly_zero_at_init_and_shaped():
@@ -52,7 +64,9 @@ def test_vapt_prompts_depend_on_the_input_once_trained(tiny_data):
     [
         {"name": "vapt", "num_prompts": 4},
         {"name": "davpt", "num_prompts": 4},
-        {"name": "davpt_plus", "num_prompts": 4},
+        # the authors' bias set trains residual-stream biases, norm1 and the CLS token, too much
+        # for this SGD lr of 0.1 on the random tiny ViT: the paper's key/value biases here
+        {"name": "davpt_plus", "num_prompts": 4, "bias_set": "kv"},
         {"name": "full"},
     ],
     ids=lambda m: m["name"],
@@ -71,56 +85,36 @@ def test_trainable_parameter_counts(tiny_data):
     def count(method):
         return Trainer(tiny_trial(method, epochs=1), tiny_data).trainable_params()
 
-    assert count({"name": "davpt", "num_prompts": 3}) == 3 * DEPTH * DIM + head
-    assert count({"name": "davpt_plus", "num_prompts": 3}) == 3 * DEPTH * DIM + DEPTH * 2 * DIM + head
-    authors = DEPTH * (2 * DIM + DIM + DIM + 2 * DIM) + DIM  # kv, proj and fc2 biases, norm1, the CLS token
-    assert count({"name": "davpt_plus", "num_prompts": 3, "bias_set": "authors"}) == 3 * DEPTH * DIM + authors + head
+    # DA-VPT: 4 classes < 10 guided prompts, so the guided (last) block holds one per class
+    prompts = 3 * (DEPTH - 1) * DIM + 4 * DIM
+    assert count({"name": "davpt", "num_prompts": 3}) == prompts + head
+    kv = DEPTH * 2 * DIM
+    assert count({"name": "davpt_plus", "num_prompts": 3, "bias_set": "kv"}) == prompts + kv + head
+    # the authors' set: k, v, proj, fc2 and norm2 biases, norm1; the CLS token, the patch-embedding bias
+    authors = DEPTH * (2 * DIM + DIM + DIM + DIM + 2 * DIM) + DIM + DIM
+    assert count({"name": "davpt_plus", "num_prompts": 3, "bias_set": "authors"}) == prompts + authors + head
     trainer = Trainer(tiny_trial({"name": "full"}, epochs=1), tiny_data)
     assert trainer.trainable_params() == _count(trainer.model)
 
 
-def test_davpt_plus_trains_only_key_and_value_biases(tiny_data):
-    trainer = Trainer(tiny_trial({"name": "davpt_plus", "num_prompts": 2}, epochs=2), tiny_data)
-    qkv = trainer.model.backbone.blocks[0].attn.qkv
-    before = qkv(torch.ones(1, 1, DIM)).detach()
-    trainer.fit()
-    after = qkv(torch.ones(1, 1, DIM)).detach()
-    assert torch.equal(before[..., :DIM], after[..., :DIM])  # queries untouched
-    assert not torch.equal(before[..., DIM:], after[..., DIM:])
+def test_vapt_block_prompts_by_hand():
+    """One generated block, written out: LayerNorm of the block's patch tokens; every channel's
+    4x4 map convolved with the same 2x2 kernel, no padding (3x3 valid positions); a linear map
+    from the 9 positions to the N prompt slots; the shared residual bottleneck projector."""
+    torch.manual_seed(0)
+    config = VAPTConfig(num_prompts=3, conv_dropout=0.0, projector_dropout=0.0)
+    prompts = VAPTPrompts(config, 8, 4, (4, 4), 0.1).eval()
+    generator, projector = prompts.generators[0], prompts.projectors[0]
+    torch.nn.init.normal_(generator.to_slots.weight)  # zero at init: give it values to check
+    tokens = torch.randn(2, 16, 8)
 
-
-def test_davpt_mapping_covers_every_class():
-    data = synthetic_splits(num_classes=7, train=140, val=28, test=28, seed=2)
-    for prompts in (3, 7, 10):
-        trainer = Trainer(tiny_trial({"name": "davpt", "num_prompts": prompts}, epochs=2), data)
-        mapping = trainer.method.mapping
-        assert mapping.shape == (7,) and int(mapping.min()) >= 0 and int(mapping.max()) < prompts
-        if prompts >= 7:
-            assert mapping.tolist() == list(range(7))  # a prompt of its own per class
-        else:
-            assert set(mapping.tolist()) == set(range(prompts))  # and no prompt left without a class
-        trainer.fit()  # re-clustered, warm-started, after every epoch
-        assert set(trainer.method.mapping.tolist()) == set(range(min(prompts, 7)))
-
-
-def test_cosine_kmeans_separates_directions_and_keeps_clusters_non_empty():
-    generator = torch.Generator().manual_seed(0)
-    directions = torch.eye(3)
-    points = torch.cat([d + 0.05 * torch.randn(5, 3, generator=generator) for d in directions])
-    assign, _ = cosine_kmeans(points, 3, 10, generator)
-    groups = [set(assign[i * 5 : (i + 1) * 5].tolist()) for i in range(3)]
-    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
-    # four clusters of three directions: none is left empty
-    assign, _ = cosine_kmeans(points, 4, 10, generator)
-    assert set(assign.tolist()) == {0, 1, 2, 3}
-
-
-def test_proxy_anchor_loss_prefers_embeddings_near_their_proxy():
-    proxies = torch.eye(2, 4)
-    assigned = torch.tensor([0, 1])
-    near = proxy_anchor_loss(proxies.clone(), proxies, assigned, 32.0, 0.1)
-    swapped = proxy_anchor_loss(proxies.flip(0), proxies, assigned, 32.0, 0.1)
-    assert near < swapped
-    embeddings = torch.randn(2, 4, requires_grad=True)
-    proxy_anchor_loss(embeddings, proxies, assigned, 32.0, 0.1).backward()
-    assert embeddings.grad.abs().sum() > 0
+    normed = torch.nn.functional.layer_norm(tokens, (8,), generator.norm.weight, generator.norm.bias)
+    kernel = generator.conv.weight[0, 0]
+    grid = normed.transpose(1, 2).reshape(2, 8, 4, 4)
+    valid = torch.stack(
+        [(grid[:, :, i : i + 2, j : j + 2] * kernel).sum((-1, -2)) for i in range(3) for j in range(3)], dim=-1
+    )  # [2, 8 channels, 9 positions]
+    slots = (valid @ generator.to_slots.weight.T + generator.to_slots.bias).transpose(1, 2)  # [2, 3, 8]
+    expected = slots + torch.relu(slots @ projector.down.weight.T) @ projector.up.weight.T
+    torch.testing.assert_close(prompts.block_prompts(1, tokens), expected, rtol=1e-5, atol=1e-6)
+    assert len(prompts.projectors) == 1 and config.conv_dropout == 0.0 and VAPTConfig().conv_dropout == 0.1
