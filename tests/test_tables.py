@@ -354,3 +354,20 @@ def test_the_as_published_readout_is_a_labelled_row_beside_ours():
     assert readout.method == "davpt" and "as published" in readout.label
     assert readout.cells["cifar"].value == pytest.approx(68.0)
     assert not any(r.kind == "readout" and r.method == "vpt_deep" for r in table.rows)
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter"])
+def test_lora_and_adapter_rows_stand_beside_their_published_numbers(method):
+    vtab = [s for s in TASKS if s.benchmark == "vtab1k"]
+    scores = {s.name: 50.0 + i for i, s in enumerate(vtab)}
+    trials = [_trial(method, name, "final", 1, "FINISHED", acc, wall=60.0) for name, acc in scores.items()]
+    study = Study.model_validate({"name": "fixture", "tasks": ["vtab1k"], "methods": [{"name": method}], "final": {"seeds": [1]}})
+    table = build_tables(study, to_frames(trials))[0]["vtab1k"]
+    rows = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == method}
+    published = next(r for r in table.rows if r.label.startswith(f"{method}: published ["))
+    assert published.cells["group:Structured"].value == rows["group:structured"]
+    assert published.cells["params"].value == rows["params"]
+    delta = next(r for r in table.rows if r.label == f"{method}: ours − published")
+    structured = [scores[s.name] for s in vtab if s.group == "Structured"]
+    assert delta.cells["group:Structured"].value == pytest.approx(sum(structured) / 8 - rows["group:structured"])
+    assert published.cells["cifar"].text() == "n/s"  # no per-task number was sourced

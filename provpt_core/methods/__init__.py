@@ -4,7 +4,7 @@ A new method is a module with a config dataclass and a `Method` subclass decorat
 `@register_method("name")`, imported below; no other method changes.
 """
 
-from provpt_core.methods import davpt, full, linear, provpt, vapt, vpt  # noqa: F401  (registration)
+from provpt_core.methods import adapter, davpt, full, linear, lora, provpt, vapt, vpt  # noqa: F401  (registration)
 from provpt_core.methods.base import Method, MethodConfig
 from provpt_core.methods.registry import (
     METHODS,
