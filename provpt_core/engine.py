@@ -320,15 +320,21 @@ class Trainer:
         for group in self.method.param_groups(self.model):
             role = group.pop("role", "body")
             lr = train.head_lr if role == "head" and train.head_lr is not None else train.lr
-            if role == "head" and not train.head_bias_decay:
-                bias = self.model.head.bias
-                rest = [p for p in group.pop("params") if p is not bias]
-                groups.append({"params": [bias], "lr": lr, "weight_decay": 0.0, **group})
-                group["params"] = rest
-            groups.append({"lr": lr, "weight_decay": train.weight_decay, **group})
+            params = group.pop("params")
+            exempt = [p for p in params if self._decay_exempt(p)]
+            if exempt:
+                groups.append({"params": exempt, "lr": lr, "weight_decay": 0.0, **group})
+            decayed = [p for p in params if not self._decay_exempt(p)]
+            groups.append({"params": decayed, "lr": lr, "weight_decay": train.weight_decay, **group})
         if train.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
         return torch.optim.AdamW(groups, lr=train.lr)
+
+    def _decay_exempt(self, param: torch.nn.Parameter) -> bool:
+        rule = self.config.train.no_decay
+        if rule == "head_bias":
+            return param is self.model.head.bias
+        return rule == "biases_and_norms" and param.ndim <= 1
 
     def _lr_factor(self, tick: int) -> float:
         """The lr factor at scheduler tick `tick` (an epoch, or a step with schedule_unit step)."""

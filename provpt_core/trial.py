@@ -37,7 +37,9 @@ class TrainConfig:
     # False: the warm-up's first lr is lr / warmup (it reaches lr in its last epoch); True: it
     # starts from 0, as VPT's (factor e / warmup in epoch e)
     warmup_from_zero: bool = False
-    head_bias_decay: bool = True  # False: no weight decay on the head's bias (VPT's recipe)
+    # parameters without weight decay: none; the head's bias (VPT's recipe); every bias and
+    # norm weight, i.e. every 1-D parameter (DA-VPT's recipe)
+    no_decay: Literal["none", "head_bias", "biases_and_norms"] = "none"
     grad_clip: float | None = 0.25  # global gradient-norm clip on every step; None: off
     grad_clip_value: float | None = None  # clip every gradient value to +-this (DA-VPT's recipe); None: off
     sampler: Literal["shuffle", "class_balanced"] = "shuffle"  # class_balanced: classes drawn equally often

@@ -25,6 +25,8 @@ METHODS = {
     "davpt_plus": {"name": "davpt_plus", "num_prompts": 2},
     "davpt_plus_authors": {"name": "davpt_plus", "num_prompts": 8, "bias_set": "authors"},
     "full": {"name": "full"},
+    "lora": {"name": "lora", "dropout": 0.1},
+    "adapter": {"name": "adapter", "dropout": 0.1},
 }
 
 
@@ -181,10 +183,95 @@ def test_trial_runs_from_a_plain_dict(tiny_data):
 
 def test_bf16_autocast_when_asked_and_fp32_by_default_on_cpu(tiny_data):
     default = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1), tiny_data)
-    assert not default.bf16
+    assert default.autocast_dtype is None
     trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1, precision="bf16"), tiny_data)
-    assert trainer.bf16
+    assert trainer.autocast_dtype == torch.bfloat16
     images, _ = next(trainer.train_batches())
     assert trainer._forward(images).dtype == torch.bfloat16
     assert trainer.model.prompts.weight.dtype == torch.float32  # parameters stay fp32
     assert math.isfinite(trainer.fit().history[-1]["train_loss"])
+
+
+def _lrs_per_step(trainer):
+    """The lr of every optimizer step of a fit (observed, not computed)."""
+    seen, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.fit()
+    return seen
+
+
+def test_vpt_warmup_starts_from_zero(tiny_data):
+    config = tiny_trial(METHODS["vpt_deep"], epochs=6, lr=0.1, schedule="cosine", warmup_epochs=2, warmup_from_zero=True)
+    lrs = [m["lr"] for m in fit(config, tiny_data).history]
+    expected = [0.0, 0.05] + [0.05 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_cosine_per_step(tiny_data):
+    # 96 images, batch 32: 3 steps an epoch, 9 in all, the first 3 warming up
+    config = tiny_trial(METHODS["vpt_deep"], epochs=3, lr=0.1, schedule="cosine", schedule_unit="step", warmup_epochs=1)
+    lrs = _lrs_per_step(Trainer(config, tiny_data))
+    expected = [0.1 * (s + 1) / 3 for s in range(3)] + [0.05 * (1 + math.cos(math.pi * s / 6)) for s in range(6)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_class_balanced_sampler_draws_every_class_equally_often():
+    data = synthetic_splits(num_classes=4, train=96, val=16, test=16, seed=0)
+    trainer = Trainer(tiny_trial(METHODS["linear"], epochs=1, sampler="class_balanced"), data)
+    labels = torch.cat([torch.zeros(900, dtype=torch.long), torch.arange(1, 4).repeat(34)])  # 90 % class 0
+    drawn = torch.cat([labels[trainer._epoch_order(labels)] for _ in range(10)])
+    shares = torch.bincount(drawn, minlength=4).double() / len(drawn)
+    assert torch.allclose(shares, torch.full((4,), 0.25, dtype=torch.double), atol=0.02), shares
+
+
+def _decays(trainer):
+    return {name: g["weight_decay"] for name, p in trainer.model.named_parameters() for g in trainer.optimizer.param_groups
+            if any(p is q for q in g["params"])}
+
+
+def test_no_weight_decay_on_the_head_bias(tiny_data):
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], weight_decay=0.01, no_decay="head_bias"), tiny_data)
+    assert _decays(trainer) == {"prompts.weight": 0.01, "head.weight": 0.01, "head.bias": 0.0}
+    assert trainer.trainable_params() == Trainer(tiny_trial(METHODS["vpt_deep"]), tiny_data).trainable_params()
+
+
+def test_no_weight_decay_on_biases_and_norms(tiny_data):
+    method = {"name": "davpt_plus", "num_prompts": 2, "bias_set": "authors"}
+    trainer = Trainer(tiny_trial(method, weight_decay=0.01, no_decay="biases_and_norms"), tiny_data)
+    decays = _decays(trainer)
+    exempt = {name for name, decay in decays.items() if decay == 0.0}
+    assert exempt == {name for name, p in trainer.model.named_parameters() if p.requires_grad and p.ndim == 1}
+    assert "backbone.blocks.0.norm1.weight" in exempt and "head.bias" in exempt
+    assert decays["head.weight"] == decays["backbone.cls_token"] == 0.01
+
+
+def test_gradient_values_are_clipped(tiny_data):
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1, lr=5.0, grad_clip=None, grad_clip_value=1e-4), tiny_data)
+    largest = []
+    trainer.method.after_backward = lambda t, loss, labels: largest.append(
+        max(float(p.grad.abs().max()) for g in t.optimizer.param_groups for p in g["params"])
+    )
+    trainer.fit()
+    assert largest and max(largest) <= 1e-4
+
+
+def test_fp16_autocast_when_asked(tiny_data):
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=1, precision="fp16"), tiny_data)
+    images, _ = next(trainer.train_batches())
+    assert trainer._forward(images).dtype == torch.float16
+    assert math.isfinite(trainer.fit().history[-1]["train_loss"])
+
+
+def test_late_test_readout_is_the_best_late_epoch_and_changes_nothing_else(tiny_data):
+    plain = fit(tiny_trial(METHODS["vpt_deep"], epochs=4), tiny_data)
+    readout = fit(tiny_trial(METHODS["vpt_deep"], epochs=4, eval={"late_test_from": 2}), tiny_data)
+    late = [m.get("late_test_acc") for m in readout.history]
+    assert late[0] is None and all(v is not None for v in late[1:])
+    assert readout.best_late_test_acc == max(late[1:]) and late[-1] == readout.test_acc == plain.test_acc
+    assert readout.final_val_acc == plain.final_val_acc and plain.best_late_test_acc is None

@@ -94,7 +94,7 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
     task = study.task_specs[0]
     vpt = TrialConfig.from_dict(study.base_trial(linear, task))
     assert vpt.recipe == "vpt" and vpt.train.optimizer == "sgd" and vpt.train.grad_clip is None
-    assert vpt.train.warmup_from_zero and not vpt.train.head_bias_decay and vpt.train.schedule == "cosine"
+    assert vpt.train.warmup_from_zero and vpt.train.no_decay == "head_bias" and vpt.train.schedule == "cosine"
     assert vpt.train.batch_size == 50  # the method's own trial section wins over its recipe
     assert vpt.train.head_lr == 0.1  # the study's trial section lies under the recipe
     reference = TrialConfig.from_dict(study.base_trial(provpt, task))
