@@ -114,7 +114,7 @@ def test_ppo_loss_is_the_mean_over_the_update_epochs():
         twin.optimizer.zero_grad()
         loss.backward()
         twin.optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     figures = agent.update()
     assert figures["ppo_loss"] == pytest.approx(sum(losses) / 3, rel=1e-5)
     assert figures["ppo_loss"] != pytest.approx(losses[-1], rel=1e-3)
