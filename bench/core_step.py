@@ -33,8 +33,10 @@ METHODS = {
     "davpt": {"name": "davpt"},
     "davpt_plus": {"name": "davpt_plus"},
     "full": {"name": "full"},
+    "lora": {"name": "lora"},
+    "adapter": {"name": "adapter"},
 }
-UNPROMPTED = ("linear", "full")
+UNPROMPTED = ("linear", "full", "lora", "adapter")
 
 
 def run_one(args: argparse.Namespace, label: str) -> dict:
