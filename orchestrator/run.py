@@ -29,8 +29,8 @@ PIPELINE_ENV = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.run", description=__doc__.split("\n\n")[1])
+def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.run") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
     parser.add_argument("study", type=Path)
     parser.add_argument("--output", type=Path, help="where everything goes (default: the study's output)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost, start nothing")

@@ -587,8 +587,8 @@ def load_target(target: Path) -> tuple[Study, Path]:
     return study, study.output_dir()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.tables", description=__doc__.split("\n\n")[1])
+def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.tables") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
     parser.add_argument("target", type=Path, help="a study file, or a study's output folder")
     parser.add_argument("--from-mlflow", metavar="URI", help="read the trials from this MLflow tracking URI")
     parser.add_argument("--output", type=Path, help="the study's output folder, when a study file is given")
