@@ -1,0 +1,41 @@
+"""The import contracts of pyproject.toml hold, and a planted violation breaks them."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}  # the copy's packages before the installed ones
+    return subprocess.run([str(LINT)], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_import_contracts_are_kept():
+    done = _lint(REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 kept, 0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "module, planted, message",
+    [
+        ("provpt_core/prompts.py", "import mlflow", "provpt_core.prompts -> mlflow"),
+        ("provpt_core/engine.py", "from orchestrator import study", "provpt_core.engine -> orchestrator.study"),
+        ("orchestrator/figures.py", "from orchestrator import trainable", "orchestrator.figures -> orchestrator.trainable"),
+    ],
+)
+def test_a_planted_violation_breaks_a_contract(tmp_path, module, planted, message):
+    for package in ("provpt_core", "orchestrator"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    path = tmp_path / module
+    path.write_text(path.read_text() + f"\n{planted}  # planted\n")
+    done = _lint(tmp_path)
+    assert done.returncode == 1 and "1 broken" in done.stdout and message in done.stdout, done.stdout
