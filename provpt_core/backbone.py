@@ -73,6 +73,14 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
             f"backbone '{config.name}': a {type(model).__name__}, but prompts need a timm "
             "VisionTransformer"
         )
+    if model.cls_token is None or model.global_pool != "token":
+        # the prompted model reads the final CLS token; on a pooled backbone it would train
+        # on a prompt or an unpooled token without a word
+        raise BackboneLoadError(
+            f"backbone '{config.name}': its features are pooled with global_pool={model.global_pool!r}"
+            f"{' and it has no class token' if model.cls_token is None else ''}; prompt methods read the "
+            "final CLS token: use a ViT with a class token and global_pool 'token'"
+        )
     if weights is not None:
         _load_file(model, config.name, weights)
     for block in model.blocks:

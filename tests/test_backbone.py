@@ -103,3 +103,11 @@ def test_hub_name_loads_from_the_local_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     loaded = load_backbone(BackboneConfig(name=name, weights="pretrained"))
     assert _same_weights(loaded, reference)
+
+
+@pytest.mark.parametrize("name, says", [("vit_base_patch16_gap_224", "global_pool='avg' and it has no class token")])
+def test_a_backbone_without_a_class_token_is_refused(name, says):
+    with pytest.raises(BackboneLoadError) as caught:
+        load_backbone(BackboneConfig(name=name, weights="random"))
+    assert f"backbone '{name}': its features are pooled with {says}" in str(caught.value)
+    assert "use a ViT with a class token" in str(caught.value)
