@@ -36,6 +36,9 @@ class PromptedViT(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.prompts = prompts
+        # a method's own trained modules that hook into the frozen backbone (LoRA's updates,
+        # adapters, DA-VPT+'s bias offsets), by name: the one place a method adds to the model
+        self.extras = nn.ModuleDict()
         self.head = nn.Linear(backbone.embed_dim, num_classes)
         nn.init.kaiming_normal_(self.head.weight, a=0, mode="fan_out")
         nn.init.constant_(self.head.bias, head_bias)

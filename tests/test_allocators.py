@@ -86,3 +86,20 @@ def test_allocator_state_round_trip_continues_identically(make):
         a, b = agent.choose(_observation(step % BLOCKS)), copy.choose(_observation(step % BLOCKS))
         assert a == b
         assert agent.reward(a - 1.0).keys() == copy.reward(b - 1.0).keys()
+
+
+def test_allocators_come_from_a_registry_a_new_one_touches_no_other(monkeypatch):
+    from provpt_core.config import ConfigError
+    from provpt_core.relocation.allocators import ALLOCATORS, Allocator
+    from provpt_core.relocation.relocator import RelocationConfig, make_allocator
+
+    class FirstBlock(Allocator):
+        def choose(self, observation):
+            return 0
+
+    monkeypatch.setitem(ALLOCATORS, "first_block", lambda config, num_blocks, seed: FirstBlock(num_blocks, seed))
+    allocator = make_allocator(RelocationConfig(allocator="first_block"), BLOCKS, seed=0)
+    assert isinstance(allocator, FirstBlock) and allocator.choose(_observation(2)) == 0
+    assert isinstance(make_allocator(RelocationConfig(), BLOCKS, seed=0), PPOAllocator)
+    with pytest.raises(ConfigError, match="allocator: expected one of .*ppo.*, got 'greedy'"):
+        RelocationConfig(allocator="greedy")

@@ -357,7 +357,7 @@ def test_davpt_plus_trained_backbone_parameters_on_vit_b(bias_set, key, expected
         # per block (k), v, proj, fc2 and norm2 biases and norm1; the CLS token, the patch-embedding bias
         per_block = {"norm1.weight", "norm1.bias", "attn.proj.bias", "mlp.fc2.bias", "norm2.bias"}
         outside = {"backbone.cls_token", "backbone.patch_embed.proj.bias"}
-        ours = {"prompts.weight", "head.weight", "head.bias"} | {f"kv_biases.{i}.offset" for i in range(12)}
+        ours = {"prompts.weight", "head.weight", "head.bias"} | {f"extras.kv_biases.{i}.offset" for i in range(12)}
         assert names == per_block | outside | ours
 
 

@@ -84,11 +84,11 @@ def test_trainable_parameter_counts_on_the_tiny_vit(tiny_data):
 
 def test_checkpoints_hold_the_new_modules(tiny_data):
     lora = Trainer(tiny_trial({"name": "lora"}, epochs=1), tiny_data).model.trainable_state_dict()
-    assert "lora.0.updates.q.down" in lora and "lora.11.updates.v.up" in lora
-    assert not any(k.startswith("lora.0.updates.k") for k in lora)
+    assert "extras.lora.0.updates.q.down" in lora and "extras.lora.11.updates.v.up" in lora
+    assert not any(k.startswith("extras.lora.0.updates.k") for k in lora)
     assert not any(k.startswith("backbone.") for k in lora)
     adapter = Trainer(tiny_trial({"name": "adapter"}, epochs=1), tiny_data).model.trainable_state_dict()
-    assert "adapters.0.attn.up.weight" in adapter and "adapters.11.mlp.down.bias" in adapter
+    assert "extras.adapters.0.attn.up.weight" in adapter and "extras.adapters.11.mlp.down.bias" in adapter
     backbone = {k for k in adapter if k.startswith("backbone.")}
     assert backbone and all(".norm" in k or k.startswith("backbone.norm.") for k in backbone)
 

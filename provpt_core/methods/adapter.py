@@ -100,8 +100,8 @@ class Adapter(Method):
     def build_model(self, backbone: VisionTransformer, num_classes: int) -> PromptedViT:
         model = super().build_model(backbone, num_classes)
         dim = backbone.embed_dim
-        model.adapters = nn.ModuleList(BlockAdapters(dim, self.config) for _ in backbone.blocks)
-        for block, adapters in zip(backbone.blocks, model.adapters):
+        model.extras["adapters"] = nn.ModuleList(BlockAdapters(dim, self.config) for _ in backbone.blocks)
+        for block, adapters in zip(backbone.blocks, model.extras["adapters"]):
             block.mlp.register_forward_hook(adapters.mlp.hook)
             if adapters.attn is not None:
                 block.attn.register_forward_hook(adapters.attn.hook)

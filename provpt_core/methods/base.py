@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class MethodConfig:
-    """Fields every method has."""
+    """Fields every method has. `method` (a class attribute, not a field) is the name its
+    method was registered under."""
+
+    method: ClassVar[str | None] = None
 
     head_bias: float = VPT_HEAD_BIAS
 

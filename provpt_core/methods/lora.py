@@ -103,7 +103,7 @@ class LoRA(Method):
 
     def build_model(self, backbone: VisionTransformer, num_classes: int) -> PromptedViT:
         model = super().build_model(backbone, num_classes)
-        model.lora = nn.ModuleList(QKVLoRA(block.attn.qkv, self.config) for block in backbone.blocks)
-        for block, lora in zip(backbone.blocks, model.lora):
+        model.extras["lora"] = nn.ModuleList(QKVLoRA(block.attn.qkv, self.config) for block in backbone.blocks)
+        for block, lora in zip(backbone.blocks, model.extras["lora"]):
             block.attn.qkv.register_forward_hook(lora.hook)
         return model

@@ -17,7 +17,10 @@ def register_method(name: str):
     def register(cls: M) -> M:
         if name in METHODS:
             raise ValueError(f"method '{name}' is registered twice")
+        if cls.config_class.__dict__.get("method") not in (None, name):
+            raise ValueError(f"method '{name}': its config class {cls.config_class.__name__} belongs to another method")
         cls.name = name
+        cls.config_class.method = name
         METHODS[name] = cls
         return cls
 
@@ -50,10 +53,10 @@ def method_spec(config: MethodConfig) -> dict[str, Any]:
 
 
 def method_name(config: MethodConfig) -> str:
-    for name, cls in METHODS.items():
-        if type(config) is cls.config_class:
-            return name
-    raise ConfigError(f"method: no registered method takes a {type(config).__name__}")
+    name = type(config).__dict__.get("method")  # set at registration, on the class itself
+    if name is None:
+        raise ConfigError(f"method: no registered method takes a {type(config).__name__}")
+    return name
 
 
 def create_method(config: MethodConfig) -> Method:

@@ -9,11 +9,28 @@ training RNG.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from provpt_core.prompts import PRUNED
+
+# name -> factory(relocation config, number of blocks, seed): a new allocator registers here
+# (see `register_allocator`) and touches no other
+ALLOCATORS: dict[str, Callable[..., Allocator]] = {}
+
+
+def register_allocator(name: str, factory: Callable[..., Allocator] | None = None):
+    """Register `factory(config, num_blocks, seed)` under `name`; as a class decorator, the
+    class itself is built from (num_blocks, seed)."""
+
+    def register(target):
+        if name in ALLOCATORS:
+            raise ValueError(f"allocator '{name}' is registered twice")
+        ALLOCATORS[name] = factory or (lambda config, num_blocks, seed: target(num_blocks, seed))
+        return target
+
+    return register
 
 
 @dataclass
@@ -44,6 +61,7 @@ class Allocator:
         self.generator.set_state(state["generator"])
 
 
+@register_allocator("random")
 class RandomAllocator(Allocator):
     """Uniform over all blocks (the source block included, as for PPO's action space)."""
 
@@ -51,6 +69,7 @@ class RandomAllocator(Allocator):
         return int(torch.randint(self.num_blocks, (1,), generator=self.generator))
 
 
+@register_allocator("none")
 class PruneOnly(Allocator):
     """No allocation: pruned prompts leave the model for good."""
 
@@ -58,6 +77,7 @@ class PruneOnly(Allocator):
         return PRUNED
 
 
+@register_allocator("thompson")
 class ThompsonAllocator(Allocator):
     """Beta(1 + successes, 1 + failures) per destination block; a move succeeded when its
     reward was >= 0, i.e. loss(e+1) + weight * max idleness(e+1) <= loss(e)."""

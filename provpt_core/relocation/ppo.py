@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from provpt_core.config import check
-from provpt_core.relocation.allocators import Allocator, Observation
+from provpt_core.relocation.allocators import Allocator, Observation, register_allocator
 
 _RETURN_EPS = 1e-8
 _STATE_EPS = 1e-8
@@ -87,6 +87,7 @@ def discounted_returns(rewards: list[float], gamma: float, normalize: bool) -> t
     return out
 
 
+@register_allocator("ppo", lambda config, num_blocks, seed: PPOAllocator(num_blocks, seed, config.ppo))
 class PPOAllocator(Allocator):
     def __init__(self, num_blocks: int, seed: int, config: PPOConfig) -> None:
         super().__init__(num_blocks, seed)

@@ -19,20 +19,14 @@ import torch
 
 from provpt_core.config import check
 from provpt_core.prompts import PRUNED, PromptBank
-from provpt_core.relocation.allocators import (
-    Allocator,
-    Observation,
-    PruneOnly,
-    RandomAllocator,
-    ThompsonAllocator,
-)
-from provpt_core.relocation.ppo import PPOAllocator, PPOConfig
+from provpt_core.relocation.allocators import ALLOCATORS, Allocator, Observation
+from provpt_core.relocation.ppo import PPOConfig
 
 
 @dataclass
 class RelocationConfig:
     idleness: Literal["accumulated", "reference"] = "accumulated"
-    allocator: Literal["ppo", "thompson", "random", "none"] = "ppo"
+    allocator: str = "ppo"  # a registered allocator: ppo, thompson, random, none (pruning only)
     interval: int = 1  # epochs between relocations
     warmup_epochs: int = 1  # the first relocation happens at the start of this epoch (0-based)
     stop_epoch: int | None = None  # no relocation from this epoch on; None: until the last epoch
@@ -44,6 +38,7 @@ class RelocationConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:
+        check(self.allocator in ALLOCATORS, "allocator", f"one of {', '.join(ALLOCATORS)}", self.allocator)
         check(self.interval >= 1, "interval", "an integer >= 1", self.interval)
         check(self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", self.warmup_epochs)
         check(self.prompts_per_move >= 1, "prompts_per_move", "an integer >= 1", self.prompts_per_move)
@@ -56,10 +51,7 @@ class RelocationConfig:
 
 
 def make_allocator(config: RelocationConfig, num_blocks: int, seed: int) -> Allocator:
-    if config.allocator == "ppo":
-        return PPOAllocator(num_blocks, seed, config.ppo)
-    kinds = {"thompson": ThompsonAllocator, "random": RandomAllocator, "none": PruneOnly}
-    return kinds[config.allocator](num_blocks, seed)
+    return ALLOCATORS[config.allocator](config, num_blocks, seed)
 
 
 class Relocator:

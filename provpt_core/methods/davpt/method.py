@@ -332,10 +332,10 @@ class DAVPTPlus(DAVPT):
     def build_model(self, backbone: VisionTransformer, num_classes: int) -> PromptedViT:
         model = super().build_model(backbone, num_classes)
         config = self.config
-        model.kv_biases = nn.ModuleList(
+        model.extras["kv_biases"] = nn.ModuleList(
             KeyValueBias(backbone.embed_dim, config.train_key_bias) for _ in backbone.blocks
         )
-        for block, bias in zip(backbone.blocks, model.kv_biases):
+        for block, bias in zip(backbone.blocks, model.extras["kv_biases"]):
             block.attn.qkv.register_forward_hook(bias.hook)
             if config.bias_set == "authors":
                 for param in (block.attn.proj.bias, block.mlp.fc2.bias, block.norm2.bias):
