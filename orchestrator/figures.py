@@ -5,7 +5,8 @@ them over a trial, and validation curves.
   trials (mean over seeds);
 - ``trace_<task>_<method>``: blocks x epochs, one final trial's distribution after every
   relocation (the lowest finished seed);
-- ``val_curves_<benchmark>``: per task, each method's best search trial's val accuracy per epoch.
+- ``val_curves_<benchmark>``: per task, each method's selected search trial's val accuracy per
+  epoch (the pipeline's own rule, `selection.select_best`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.results import Results
+from orchestrator.selection import LR, SearchRecord, select_best
 from orchestrator.study import Study
 
 FORMATS = ("png", "pdf")
@@ -88,11 +90,27 @@ def _traces(method: str, part: pd.DataFrame, folder: Path) -> list[Path]:
     return paths
 
 
+def selected_search_trial(search: pd.DataFrame, epochs: pd.DataFrame) -> str | None:
+    """The search trial the pipeline selected, by the pipeline's own rule (`select_best`): its
+    last val score (an ASHA-stopped trial's too), ties to the smaller lr; failed trials never."""
+    records = []
+    for order, row in enumerate(search.itertuples(index=False)):
+        scored = epochs.loc[epochs["trial"] == row.trial, "val_acc"].dropna() if "val_acc" in epochs else []
+        val = None if row.status == "FAILED" or len(scored) == 0 else float(scored.iloc[-1])
+        number = row.optuna_trial_number if not pd.isna(row.optuna_trial_number) else order
+        lr = search[f"config.{LR}"].iloc[order] if f"config.{LR}" in search else 0.0
+        records.append(SearchRecord(int(number), {"trial": row.trial}, val, float(lr)))
+    try:
+        return select_best(records).values["trial"]
+    except ValueError:  # no search trial finished
+        return None
+
+
 def _val_curves(study: Study, benchmark: str, trials: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> list[Path]:
     if "val_acc" not in epochs:
         return []
     tasks = [s.name for s in study.task_specs if s.benchmark == benchmark]
-    search = trials[(trials["phase"] == "search") & trials["final_val_acc"].notna()]
+    search = trials[trials["phase"] == "search"]
     columns = min(4, len(tasks))
     rows = -(-len(tasks) // columns)
     figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
@@ -102,7 +120,9 @@ def _val_curves(study: Study, benchmark: str, trials: pd.DataFrame, epochs: pd.D
             mine = search[(search["task"] == task) & (search["method"] == entry.key)]
             if mine.empty:
                 continue
-            best = mine.sort_values(["final_val_acc", "trial"], ascending=[False, True])["trial"].iloc[0]
+            best = selected_search_trial(mine, epochs)
+            if best is None:
+                continue
             curve = epochs[(epochs["trial"] == best) & epochs["val_acc"].notna()]
             if len(curve) > 1:
                 axes.plot(curve["epoch"], 100 * curve["val_acc"].astype(float), label=entry.key)
@@ -117,6 +137,6 @@ def _val_curves(study: Study, benchmark: str, trials: pd.DataFrame, epochs: pd.D
         return []
     legend = {label: line for axes in grid.flat for line, label in zip(*axes.get_legend_handles_labels())}
     figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), frameon=False)
-    figure.suptitle(f"val accuracy of each method's best search trial ({benchmark})")
+    figure.suptitle(f"val accuracy of each method's selected search trial ({benchmark})")
     figure.tight_layout(rect=(0, 0.06, 1, 0.96))
     return _save(figure, folder, f"val_curves_{benchmark}")

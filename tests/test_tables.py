@@ -371,3 +371,24 @@ def test_lora_and_adapter_rows_stand_beside_their_published_numbers(method):
     structured = [scores[s.name] for s in vtab if s.group == "Structured"]
     assert delta.cells["group:Structured"].value == pytest.approx(sum(structured) / 8 - rows["group:structured"])
     assert published.cells["cifar"].text() == "n/s"  # no per-task number was sourced
+
+
+def test_the_figures_draw_the_trial_the_pipeline_selected():
+    from orchestrator.figures import selected_search_trial
+
+    search = pd.DataFrame(
+        {
+            "trial": ["a", "b", "c", "d"],
+            "status": ["FINISHED", "KILLED", "FINISHED", "FAILED"],  # b: stopped by ASHA after epoch 1
+            "optuna_trial_number": [0, 1, 2, 3],
+            "config.train.lr": [0.5, 0.5, 0.1, 0.01],
+        }
+    )
+    epochs = pd.DataFrame(
+        {"trial": ["a", "a", "b", "c", "c", "d"], "epoch": [1, 2, 1, 1, 2, 1], "val_acc": [0.5, 0.6, 0.7, 0.4, 0.6, 0.9]}
+    )
+    # b's last val score (0.70, before ASHA stopped it) is the best, as in the pipeline's selection;
+    # d's 0.9 does not count: it failed
+    assert selected_search_trial(search, epochs) == "b"
+    # without b, a and c tie at 0.60: the smaller lr wins
+    assert selected_search_trial(search[search["trial"] != "b"], epochs) == "c"
