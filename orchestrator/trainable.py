@@ -97,7 +97,7 @@ class TrialLog:
         self.record.end("FAILED", failure_reason=reason)
         self.tracker.finish(self.run_id, failed_reason=reason)
 
-    def finished(self, summary: dict[str, Any], epoch: int, trainer: Trainer, result: FitResult) -> None:
+    def finished(self, summary: dict[str, Any], epoch: int, result: FitResult) -> None:
         tags, rows = {}, None
         if result.distribution is not None:
             tags["distribution"] = json.dumps(result.distribution)
@@ -105,7 +105,7 @@ class TrialLog:
             self.record.tags(tags)
         self.record.end("FINISHED", summary, distributions=rows)
         if rows is not None:
-            _log_prompt_artifacts(self.tracker, self.run_id, trainer, rows)
+            _log_prompt_artifacts(self.tracker, self.run_id, result.artifacts, rows)
         self.tracker.log(self.run_id, summary, step=epoch, tags=tags)
         self.tracker.finish(self.run_id)
 
@@ -189,7 +189,7 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         "trainable_params": result.trainable_params,
         "wall_seconds": result.wall_seconds,
     }
-    log.finished(summary, result.epochs_completed, trainer, result)
+    log.finished(summary, result.epochs_completed, result)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
 
 
@@ -201,16 +201,14 @@ def distribution_rows(result: FitResult) -> list[dict[str, int]]:
     return [{"epoch": e, "block": b, "count": c} for e, counts in snapshots for b, c in enumerate(counts)]
 
 
-def _log_prompt_artifacts(tracker: Tracker, run_id: str, trainer: Trainer, rows: list[dict[str, int]]) -> None:
+def _log_prompt_artifacts(tracker: Tracker, run_id: str, artifacts: dict, rows: list[dict[str, int]]) -> None:
+    """The method's exported tensors (FitResult.artifacts) and the distribution after every relocation."""
     import pandas as pd
     from safetensors.torch import save_file
 
-    bank = trainer.model.prompts
     with tempfile.TemporaryDirectory() as folder:
-        save_file(
-            {"prompts": bank.weight.detach().float().cpu().contiguous(), "block_of": bank.block_of.cpu().contiguous()},
-            os.path.join(folder, "prompts.safetensors"),
-        )
+        if artifacts:
+            save_file(artifacts, os.path.join(folder, "prompts.safetensors"))
         pd.DataFrame(rows, columns=["epoch", "block", "count"]).astype("int64").to_parquet(
             os.path.join(folder, "distributions.parquet"), index=False
         )

@@ -60,6 +60,7 @@ class FitResult:
     distribution: list[int] | None  # prompts per block at the end
     initial_distribution: list[int] | None = None  # prompts per block at the start
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # e.g. "relocation"
+    artifacts: dict[str, torch.Tensor] = field(default_factory=dict)  # the method's export, e.g. prompts
     trainable_params: int = 0
     wall_seconds: float = 0.0
 
@@ -165,6 +166,7 @@ class Trainer:
             distribution=self._distribution(),
             initial_distribution=self.initial_distribution,
             events={k: list(v) for k, v in self.events.items()},
+            artifacts=self.method.artifacts(self.model) if finished else {},
             trainable_params=self.trainable_params(),
             wall_seconds=time.perf_counter() - start,
         )

@@ -275,3 +275,13 @@ def test_late_test_readout_is_the_best_late_epoch_and_changes_nothing_else(tiny_
     assert late[0] is None and all(v is not None for v in late[1:])
     assert readout.best_late_test_acc == max(late[1:]) and late[-1] == readout.test_acc == plain.test_acc
     assert readout.final_val_acc == plain.final_val_acc and plain.best_late_test_acc is None
+
+
+def test_a_finished_trial_exports_its_prompts_and_their_blocks(tiny_data):
+    trainer = Trainer(tiny_trial(METHODS["provpt"], epochs=3), tiny_data)
+    result = trainer.fit()
+    bank = trainer.model.prompts
+    assert set(result.artifacts) == {"prompts", "block_of"}
+    assert torch.equal(result.artifacts["prompts"], bank.weight.detach()) and torch.equal(result.artifacts["block_of"], bank.block_of)
+    assert torch.bincount(result.artifacts["block_of"], minlength=12).tolist() == result.distribution
+    assert fit(tiny_trial(METHODS["linear"], epochs=1), tiny_data).artifacts == {}

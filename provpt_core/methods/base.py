@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from provpt_core.model import VPT_HEAD_BIAS, PromptedViT
+from provpt_core.prompts import PromptBank
 
 if TYPE_CHECKING:
     from provpt_core.engine import Trainer
@@ -69,6 +70,14 @@ class Method:
 
     def after_backward(self, trainer: Trainer, loss: torch.Tensor, labels: torch.Tensor) -> None:
         """After a training step's backward and gradient clipping, before the optimizer step."""
+
+    def artifacts(self, model: PromptedViT) -> dict[str, torch.Tensor]:
+        """What a finished trial exports of the method (float32, on the CPU): a prompt bank's
+        prompts and the block each sits in; nothing for a method without one."""
+        bank = model.prompts
+        if not isinstance(bank, PromptBank):
+            return {}
+        return {"prompts": bank.weight.detach().float().cpu().contiguous(), "block_of": bank.block_of.cpu().contiguous()}
 
     def state_dict(self) -> dict[str, Any]:
         """Method state outside the model (e.g. an allocator), for checkpoints."""
