@@ -259,6 +259,14 @@ class Trainer:
             ]
         return torch.cat(chunks).float()
 
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def split_labels(self, split: str) -> torch.Tensor:
+        """The labels of a split, in its order (that of `split_features`)."""
+        return self.splits[split].labels
+
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         """Record an event of the method (e.g. "relocation") and pass it to the callbacks."""
         self.events.setdefault(event, []).append(payload)

@@ -118,3 +118,24 @@ def test_vapt_block_prompts_by_hand():
     expected = slots + torch.relu(slots @ projector.down.weight.T) @ projector.up.weight.T
     torch.testing.assert_close(prompts.block_prompts(1, tokens), expected, rtol=1e-5, atol=1e-6)
     assert len(prompts.projectors) == 1 and config.conv_dropout == 0.0 and VAPTConfig().conv_dropout == 0.1
+
+
+def test_methods_use_only_the_trainer_view_and_the_trainer_provides_it(tiny_data):
+    """Every `trainer.<name>` in a method module is a member of `TrainerView`, and the engine's
+    Trainer has every member: the contract between methods and the loop is explicit."""
+    import ast
+    from pathlib import Path
+
+    import provpt_core.methods as methods
+    from provpt_core.methods.base import TrainerView
+
+    allowed = set(TrainerView.__annotations__) | {n for n in vars(TrainerView) if not n.startswith("_")}
+    used = {}
+    for path in Path(methods.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trainer":
+                used.setdefault(node.attr, path.name)
+    assert used and set(used) <= allowed, {name: where for name, where in used.items() if name not in allowed}
+    trainer = Trainer(tiny_trial({"name": "vpt_deep", "num_prompts": 1}, epochs=1), tiny_data)
+    assert all(hasattr(trainer, name) for name in allowed)
+    assert trainer.num_classes == 4 and torch.equal(trainer.split_labels("train"), tiny_data.train.labels)

@@ -1,14 +1,14 @@
 """What a fine-tuning method is: its config, its model, and its hooks into the epoch loop.
 
 A method knows nothing of the loop that runs it (the engine's `Trainer`); the trainer calls
-the hooks below at fixed points and hands itself over, so a method can read the model, the
-optimizer and the data, run extra passes, and emit events for callbacks.
+the hooks below at fixed points and hands over a `TrainerView`: exactly what a method may use
+of it (the model, the optimizer, the trial config, the data through a few calls, events).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,32 @@ from provpt_core.model import VPT_HEAD_BIAS, PromptedViT
 from provpt_core.prompts import PromptBank
 
 if TYPE_CHECKING:
-    from provpt_core.engine import Trainer
+    from provpt_core.trial import TrialConfig
+
+
+class TrainerView(Protocol):
+    """The part of the trainer a method's hooks may use (tests/test_methods.py checks that
+    the methods use nothing else)."""
+
+    model: PromptedViT
+    optimizer: torch.optim.Optimizer
+    config: TrialConfig
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def split_labels(self, split: str) -> torch.Tensor: ...
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def split_features(
+        self, split: str, features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor: ...
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -57,18 +82,18 @@ class Method:
         return groups
 
     # Hooks, in the order the trainer calls them. All optional.
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """Once the model, optimizer and data exist, before a checkpoint is restored."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         """Before the training batches of `epoch` (0-based)."""
 
-    def training_loss(self, trainer: Trainer, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, trainer: TrainerView, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of a training forward (cross-entropy); a method may add terms from what it
         captured during that forward."""
         return F.cross_entropy(logits.float(), labels)
 
-    def after_backward(self, trainer: Trainer, loss: torch.Tensor, labels: torch.Tensor) -> None:
+    def after_backward(self, trainer: TrainerView, loss: torch.Tensor, labels: torch.Tensor) -> None:
         """After a training step's backward and gradient clipping, before the optimizer step."""
 
     def artifacts(self, model: PromptedViT) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from provpt_core.relocation import IdlenessMeter, RelocationConfig, Relocator
 from provpt_core.relocation.idleness import clip_factor, idleness
 
 if TYPE_CHECKING:
-    from provpt_core.engine import Trainer
+    from provpt_core.methods.base import TrainerView
 
 
 @dataclass
@@ -34,17 +34,17 @@ class ProVPT(VPTDeep):
     config_class = ProVPTConfig
     insertion = "replace"  # a block that relocation emptied inserts nothing, as the reference
 
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         bank = trainer.model.prompts
         self.meter = IdlenessMeter(bank.num_prompts)
         self.relocator = Relocator(self.config.relocation, bank.num_blocks, trainer.config.train.seed)
 
-    def after_backward(self, trainer: Trainer, loss: torch.Tensor, labels: torch.Tensor) -> None:
+    def after_backward(self, trainer: TrainerView, loss: torch.Tensor, labels: torch.Tensor) -> None:
         if self.config.relocation.idleness == "accumulated":
             bank = trainer.model.prompts
             self.meter.add(bank.weight, bank.weight.grad, loss, len(labels))
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         if self.relocator.is_due(epoch, trainer.config.train.epochs):
             if self.config.relocation.idleness == "reference":
                 self.meter.reset()
@@ -55,7 +55,7 @@ class ProVPT(VPTDeep):
             trainer.emit("relocation", event)
         self.meter.reset()
 
-    def _identification_pass(self, trainer: Trainer) -> None:
+    def _identification_pass(self, trainer: TrainerView) -> None:
         """The reference's pass: gradients over the training set, no optimizer step. The
         reference clips the head's gradients together with the gates' (whose gradients are
         the scores), so each batch's scores shrink by that joint clip factor."""

@@ -26,7 +26,7 @@ from provpt_core.model import PromptedViT
 from provpt_core.prompts import PromptBank
 
 if TYPE_CHECKING:
-    from provpt_core.engine import Trainer
+    from provpt_core.methods.base import TrainerView
 
 
 @dataclass
@@ -165,7 +165,7 @@ class DAVPT(VPTDeep):
         return model
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         model, config = trainer.model, self.config
         self.captured: dict[Any, torch.Tensor] = {}
         for block in self.guided:
@@ -177,7 +177,7 @@ class DAVPT(VPTDeep):
             if config.cls_embedding == "input_query":
                 module.attn.qkv.register_forward_hook(self._capture((block, "cls_query"), _cls_query))
         model.head.register_forward_hook(self._capture("cls", _block_input))
-        classes, dim = trainer.data.num_classes, model.backbone.embed_dim
+        classes, dim = trainer.num_classes, model.backbone.embed_dim
         self.prompts_per_block = len(model.prompts.block_rows(self.guided[0]))
         self.class_sums = torch.zeros(classes, dim, device=trainer.device)
         self.class_counts = torch.zeros(classes, device=trainer.device)
@@ -197,13 +197,13 @@ class DAVPT(VPTDeep):
 
         return hook
 
-    def _initial_mapping(self, trainer: Trainer) -> None:
+    def _initial_mapping(self, trainer: TrainerView) -> None:
         """k-means of the frozen model's class-mean CLS features, before any training."""
-        vit, classes = trainer.model.backbone, trainer.data.num_classes
+        vit, classes = trainer.model.backbone, trainer.num_classes
         features = trainer.split_features(
             "train", lambda x: vit.forward_head(vit.forward_features(x), pre_logits=True)
         )
-        labels = trainer.splits["train"].labels.to(features.device)
+        labels = trainer.split_labels("train").to(features.device)
         per_class = self.config.mapping_images_per_class
         if per_class is None:
             draws = torch.ones(len(labels), device=features.device)
@@ -233,7 +233,7 @@ class DAVPT(VPTDeep):
         else:
             self.centroids = None
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         start = self.config.remap_from_epoch
         remapping = start > 0 and not self.one_per_class
         if remapping and epoch - 1 >= start:  # the previous epoch collected class means
@@ -242,7 +242,7 @@ class DAVPT(VPTDeep):
         self.class_counts.zero_()
         self.collecting = remapping and epoch >= start
 
-    def training_loss(self, trainer: Trainer, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, trainer: TrainerView, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = super().training_loss(trainer, logits, labels)
         config, bank = self.config, trainer.model.prompts
         if self.collecting:
@@ -272,7 +272,7 @@ class DAVPT(VPTDeep):
             embeddings, proxies, assigned, c.proxy_scale, c.proxy_margin, c.proxy_length, c.pull_average
         )
 
-    def _patch_embedding(self, trainer: Trainer, block: int, prompts: int) -> torch.Tensor:
+    def _patch_embedding(self, trainer: TrainerView, block: int, prompts: int) -> torch.Tensor:
         """Mean patch token of the guided block's input (tokens: [prefix, prompts, patches])."""
         tokens = self.captured[(block, "input" if self.config.patch_embedding == "block_input" else "output")]
         return tokens[:, trainer.model.backbone.num_prefix_tokens + prompts :].mean(dim=1)
