@@ -26,10 +26,11 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator.plan import Pipeline
 from orchestrator.records import TrialRecord, close_stray, phase_folder, read_record, record_files
 from orchestrator.selection import LR, SearchRecord, Selection, select_best
-from orchestrator.space import SearchSpace, apply_values, lookup
+from orchestrator.space import SearchSpace
 from orchestrator.study import Study
 from orchestrator.tracking import Tracker
 from orchestrator.trainable import TrialContext, run_trial
+from provpt_core.overrides import apply
 from provpt_core.trial import TrialConfig
 
 PROGRESS_ACTOR = "provpt-progress"
@@ -214,7 +215,7 @@ def _tune(
         group=pipeline.task.group,
         method=pipeline.method.key,
         phase=phase,
-        base_trial=apply_values(pipeline.base_trial, chosen),
+        base_trial=apply(pipeline.base_trial, chosen),
         tracking_uri=job.tracking_uri,
         output=job.output,
         parent_run_id=parent_run_id,
@@ -314,7 +315,7 @@ def _searcher(job: PipelineJob):
 def _scheduler(study: Study, pipeline: Pipeline):
     from ray.tune.schedulers import ASHAScheduler
 
-    epochs = lookup(pipeline.base_trial, "train.epochs") or 100
+    epochs = TrialConfig.from_dict(pipeline.base_trial).train.epochs  # the core's default if unset
     return ASHAScheduler(
         time_attr="epoch",
         max_t=epochs,

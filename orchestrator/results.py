@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.records import SUMMARY_METRICS, TrialResult, read_records
-from orchestrator.tracking import KIND, flatten
+from orchestrator.tracking import KIND
+from provpt_core.overrides import flatten
 
 SCHEMA_VERSION = "provpt.results/1"
 CONFIG_ARTIFACT = "config.json"

@@ -1,16 +1,16 @@
 """Search spaces: a method's searched values as an Optuna define-by-run function.
 
 A searched value is named by its dotted path into the trial config (``train.lr``,
-``method.relocation.ppo.buffer_size``); `apply_values` writes sampled values into a trial
-config dict. A value with ``when`` is sampled only if the trial's other values (sampled
+``method.relocation.ppo.buffer_size``); `provpt_core.overrides.apply` writes sampled values
+into a trial config dict. A value with ``when`` is sampled only if the trial's other values (sampled
 earlier, or fixed in the trial config) match, so spaces are conditional and method-specific.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
+from provpt_core.overrides import lookup
 from provpt_core.trial import TrialConfig
 
 if TYPE_CHECKING:
@@ -41,27 +41,6 @@ class SearchSpace:
                 values[name] = trial.suggest_int(name, int(p["low"]), int(p["high"]), step=step, log=p["log"])
             else:
                 values[name] = trial.suggest_float(name, p["low"], p["high"], step=p["step"], log=p["log"])
-
-
-def apply_values(base_trial: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base_trial` with every dotted-path value written into it."""
-    trial = copy.deepcopy(base_trial)
-    for path, value in values.items():
-        node = trial
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return trial
-
-
-def lookup(trial: dict[str, Any], path: str) -> Any:
-    node: Any = trial
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def corner_values(params: dict[str, Param]) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ from provpt_core.data import resolve_tasks
 from provpt_core.data.tasks import TaskSpec
 from provpt_core.methods import METHODS
 from provpt_core.recipes import Recipe, published_recipe
-from provpt_core.trial import TrialConfig, merge_config
+from provpt_core.overrides import apply, merge
+from provpt_core.trial import TrialConfig
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -234,11 +235,11 @@ class Study(_Strict):
         if recipe is not None:
             fragment = copy.deepcopy(recipe.config)
             recipe_fields = fragment.pop("method", {})
-            trial = merge_config(trial, fragment)
+            trial = merge(trial, fragment)
             trial["recipe"] = recipe.name
-        trial = merge_config(trial, copy.deepcopy(method.trial))
+        trial = merge(trial, copy.deepcopy(method.trial))
         trial["backbone"] = {**self.backbone, **trial.get("backbone", {})}
-        trial["method"] = merge_config({"name": method.name, **recipe_fields}, copy.deepcopy(method.config))
+        trial["method"] = merge({"name": method.name, **recipe_fields}, copy.deepcopy(method.config))
         data = {**trial.get("data", {}), "task": task.name}
         if task.benchmark in self.data.roots:
             data["root"] = self.data.roots[task.benchmark]
@@ -315,7 +316,7 @@ def _interpolate(value: Any, path: Path, field: str = "") -> Any:
 def _check_trials(study: Study, path: Path) -> None:
     """Build every pipeline's trial config with the searched values at their bounds and
     choices, so unknown fields and bad values fail here, not in a trial."""
-    from orchestrator.space import apply_values, corner_values
+    from orchestrator.space import corner_values
 
     for i, method in enumerate(study.methods):
         for name in method.search:
@@ -332,7 +333,7 @@ def _check_trials(study: Study, path: Path) -> None:
             base = study.base_trial(method, task)
             for values in corner_values(method.search):
                 try:
-                    TrialConfig.from_dict(apply_values(base, values))
+                    TrialConfig.from_dict(apply(base, values))
                 except ConfigError as err:
                     raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
         if len({m.key for m in study.methods}) != len(study.methods):

@@ -286,7 +286,7 @@ def benchmark_table(
 
 
 def ablation_table(study: Study, scores: Scores) -> Table:
-    from orchestrator.space import lookup
+    from provpt_core.overrides import lookup
 
     specs = study.task_specs
     every = tuple(s.name for s in specs)

@@ -7,7 +7,6 @@ asking for a run by key re-attaches to it, so a resumed study adds nothing twice
 
 from __future__ import annotations
 
-import json
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -86,18 +85,6 @@ class Tracker:
 
     def children(self, parent_id: str) -> list:
         return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; lists stay whole (as JSON)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
-    return out
 
 
 @lru_cache(maxsize=1)

@@ -24,9 +24,9 @@ from ray import tune
 
 from orchestrator.records import SUMMARY_METRICS, TrialRecord, phase_folder
 from orchestrator.results import CONFIG_ARTIFACT
-from orchestrator.space import apply_values
-from orchestrator.tracking import MAX_REASON, Tracker, code_version, flatten
+from orchestrator.tracking import MAX_REASON, Tracker, code_version
 from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig
+from provpt_core.overrides import apply, flatten
 
 CHECKPOINT_FILE = "trial.pt"
 
@@ -55,7 +55,7 @@ class TrialContext:
 def trial_config(context: TrialContext, values: dict[str, Any]) -> TrialConfig:
     """The full trial config: the pipeline's base, the sampled values, the phase and seed."""
     searched = {k: v for k, v in values.items() if k != "seed"}
-    trial = apply_values(context.base_trial, searched)
+    trial = apply(context.base_trial, searched)
     trial.setdefault("train", {})["seed"] = values.get("seed", context.search_seed)
     trial["train"].setdefault("threads", context.threads)
     trial.setdefault("data", {})["phase"] = context.phase

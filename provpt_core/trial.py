@@ -16,6 +16,7 @@ from provpt_core.config import ConfigError, as_dict, build, check
 from provpt_core.data.loading import DataConfig
 from provpt_core.methods import MethodConfig, build_method_config, method_spec
 from provpt_core.methods.vpt import VPTDeepConfig
+from provpt_core.overrides import merge
 from provpt_core.recipes import RECIPES, SHARED
 
 
@@ -109,7 +110,7 @@ class TrialConfig:
         data = copy.deepcopy(data)
         preset = data.pop("preset", None)
         if preset is not None:
-            data = merge_config(get_preset(preset), data)
+            data = merge(get_preset(preset), data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -150,19 +151,3 @@ def get_preset(name: str) -> dict[str, Any]:
         return copy.deepcopy(PRESETS[name])
     except KeyError:
         raise ConfigError(f"preset: unknown preset '{name}'; expected one of {', '.join(PRESETS)}") from None
-
-
-def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `override`'s values in, mappings merged key by key (shares their values:
-    copy what must stay untouched)."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            # a method override naming another method replaces the preset's method whole
-            if key == "method" and value.get("name", merged[key]["name"]) != merged[key]["name"]:
-                merged[key] = value
-            else:
-                merged[key] = merge_config(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

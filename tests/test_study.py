@@ -4,7 +4,8 @@ import pytest
 
 from orchestrator.plan import format_plan, make_plan
 from orchestrator.selection import SearchRecord, select_best
-from orchestrator.space import SearchSpace, apply_values
+from orchestrator.space import SearchSpace
+from provpt_core.overrides import apply
 from orchestrator.study import StudyError, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_conditional_space_samples_only_what_applies(tmp_path, monkeypatch):
     trial = FakeTrial()
     SearchSpace(provpt.method.search, provpt.base_trial)(trial)
     assert trial.asked == ["train.lr", "method.relocation.allocator"]
-    trial_dict = apply_values(provpt.base_trial, {"method.relocation.allocator": "random", "train.lr": 0.3})
+    trial_dict = apply(provpt.base_trial, {"method.relocation.allocator": "random", "train.lr": 0.3})
     assert trial_dict["method"]["relocation"]["allocator"] == "random" and trial_dict["train"]["lr"] == 0.3
 
 
