@@ -11,6 +11,7 @@ imports nothing of theirs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from provpt_core.backbone import load_backbone
 from provpt_core.data import DataSplits, Normalizer, crop_batch, load_data
 from provpt_core.methods import create_method
+from provpt_core.optim import lr_factor, make_optimizer
 from provpt_core.trial import TrialConfig
 
 CHECKPOINT_FORMAT = 1
@@ -116,9 +118,11 @@ class Trainer:
             if split is not None
         }
         self.feature_cache: dict[str, torch.Tensor] = {}
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.method.param_groups(self.model), self.model.head.bias, train)
         self.steps_per_epoch = math.ceil(len(data.train.labels) / train.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, train, self.steps_per_epoch)
+        )
         # fp16 gradients underflow without loss scaling; a no-op for every other precision
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.autocast_dtype == torch.float16 and self.device.type == "cuda"
@@ -323,40 +327,6 @@ class Trainer:
         """Backbone features of every split, once: valid when nothing before the head trains."""
         for name in self.splits:
             self.feature_cache[name] = self.split_features(name)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        train = self.config.train
-        groups = []
-        for group in self.method.param_groups(self.model):
-            role = group.pop("role", "body")
-            lr = train.head_lr if role == "head" and train.head_lr is not None else train.lr
-            params = group.pop("params")
-            exempt = [p for p in params if self._decay_exempt(p)]
-            if exempt:
-                groups.append({"params": exempt, "lr": lr, "weight_decay": 0.0, **group})
-            decayed = [p for p in params if not self._decay_exempt(p)]
-            groups.append({"params": decayed, "lr": lr, "weight_decay": train.weight_decay, **group})
-        if train.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
-        return torch.optim.AdamW(groups, lr=train.lr)
-
-    def _decay_exempt(self, param: torch.nn.Parameter) -> bool:
-        rule = self.config.train.no_decay
-        if rule == "head_bias":
-            return param is self.model.head.bias
-        return rule == "biases_and_norms" and param.ndim <= 1
-
-    def _lr_factor(self, tick: int) -> float:
-        """The lr factor at scheduler tick `tick` (an epoch, or a step with schedule_unit step)."""
-        train = self.config.train
-        if train.schedule == "constant":
-            return 1.0
-        per_tick = self.steps_per_epoch if train.schedule_unit == "step" else 1
-        warmup, total = train.warmup_epochs * per_tick, train.epochs * per_tick
-        if tick < warmup:
-            return tick / warmup if train.warmup_from_zero else (tick + 1) / warmup
-        progress = (tick - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
