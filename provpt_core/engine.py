@@ -156,7 +156,10 @@ class Trainer:
         finished = self.epoch == epochs
         test_acc = None
         if finished and self.config.eval.test_at_end and "test" in self.splits:
-            test_acc = self.evaluate("test")["test_acc"]
+            # the late-epoch readout scored the last epoch already: the same weights, once
+            test_acc = self.history[-1].get("late_test_acc")
+            if test_acc is None:
+                test_acc = self.evaluate("test")["test_acc"]
         val_accs = [m["val_acc"] for m in self.history if "val_acc" in m]
         late_tests = [m["late_test_acc"] for m in self.history if "late_test_acc" in m]
         result = FitResult(

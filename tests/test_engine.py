@@ -270,7 +270,12 @@ def test_fp16_autocast_when_asked(tiny_data):
 
 def test_late_test_readout_is_the_best_late_epoch_and_changes_nothing_else(tiny_data):
     plain = fit(tiny_trial(METHODS["vpt_deep"], epochs=4), tiny_data)
-    readout = fit(tiny_trial(METHODS["vpt_deep"], epochs=4, eval={"late_test_from": 2}), tiny_data)
+    trainer = Trainer(tiny_trial(METHODS["vpt_deep"], epochs=4, eval={"late_test_from": 2}), tiny_data)
+    scored = []
+    evaluate = trainer.evaluate
+    trainer.evaluate = lambda split: scored.append(split) or evaluate(split)
+    readout = trainer.fit()
+    assert scored.count("test") == 3  # epochs 2, 3 and 4; the end reuses epoch 4's score
     late = [m.get("late_test_acc") for m in readout.history]
     assert late[0] is None and all(v is not None for v in late[1:])
     assert readout.best_late_test_acc == max(late[1:]) and late[-1] == readout.test_acc == plain.test_acc
