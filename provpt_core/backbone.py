@@ -4,7 +4,7 @@ Weights come from one of three places, chosen by `BackboneConfig.weights`:
 
 - ``"pretrained"``: the pretrained weights of the timm name. A model whose pretrained config
   names a file (the bundled tiny ViT) reads that file; a hub model reads the local Hugging Face
-  cache only. A cluster fetches hub weights once (``python -m provpt_core.backbone fetch NAME``)
+  cache only. A cluster fetches hub weights once (``provpt fetch NAME``)
   instead of every trial downloading them; a cache miss is one clear error, never a retry loop.
 - a path to a local file: Google's ``.npz`` ViT checkpoints, ``.safetensors``, or ``.pth``
   (read with ``weights_only=True``).
@@ -16,9 +16,7 @@ the time, as in the reference.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +118,7 @@ def _cached_hub_file(name: str) -> Path:
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     raise BackboneLoadError(
         f"backbone '{name}': pretrained weights are not in the local hub cache ({cache}); run "
-        f"'python -m provpt_core.backbone fetch {name}' on a machine with network access, or set "
+        f"'provpt fetch {name}' on a machine with network access, or set "
         "backbone.weights to a local .npz/.safetensors/.pth file"
     )
 
@@ -167,18 +165,3 @@ def fetch(name: str) -> Path:
 
     repo = _hub_repo(name)
     return Path(hf_hub_download(repo, _HUB_FILENAMES[0]))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provpt_core.backbone")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch_cmd = sub.add_parser("fetch", help="download hub weights into the local cache")
-    fetch_cmd.add_argument("names", nargs="+")
-    args = parser.parse_args(argv)
-    for name in args.names:
-        print(f"{name}: {fetch(name)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

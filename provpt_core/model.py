@@ -18,6 +18,9 @@ VPT_HEAD_BIAS = -math.log(99.0)  # VPT's head bias init: a 1% prior on every cla
 
 
 class PromptSource(Protocol):
+    """What the model asks of its prompts: an `nn.Module` (so its parameters train and are
+    saved) that gives each block the prompt tokens to insert."""
+
     insertion: str  # "carry": keep the previous block's prompts and add; otherwise replace them
 
     def block_prompts(self, block: int, patch_tokens: torch.Tensor) -> torch.Tensor | None: ...
@@ -30,7 +33,7 @@ class PromptedViT(nn.Module):
         self,
         backbone: VisionTransformer,
         num_classes: int,
-        prompts: nn.Module | None = None,
+        prompts: PromptSource | None = None,
         head_bias: float = VPT_HEAD_BIAS,
     ) -> None:
         super().__init__()

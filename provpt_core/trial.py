@@ -16,7 +16,7 @@ from provpt_core.config import ConfigError, as_dict, build, check
 from provpt_core.data.loading import DataConfig
 from provpt_core.methods import MethodConfig, build_method_config, method_spec
 from provpt_core.methods.vpt import VPTDeepConfig
-from provpt_core.overrides import merge
+from provpt_core.overrides import apply, merge
 from provpt_core.recipes import RECIPES, SHARED
 
 
@@ -119,6 +119,10 @@ class TrialConfig:
         recipe = data.pop("recipe", SHARED)
         sections = {name: build(_FIELD_TYPES[name], value, name) for name, value in data.items()}
         return cls(method=method, recipe=recipe, **sections)
+
+    def override(self, values: dict[str, Any]) -> TrialConfig:
+        """A copy with dotted-path values (``train.lr``, ``method.num_prompts``) set, checked."""
+        return TrialConfig.from_dict(apply(self.to_dict(), values)) if values else self
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -79,7 +79,7 @@ def test_hub_name_without_cached_weights_fails_without_network_and_gives_advice(
     with pytest.raises(BackboneLoadError) as caught:
         load_backbone(BackboneConfig(name="vit_base_patch16_224.orig_in21k", weights="pretrained"))
     message = str(caught.value)
-    assert "vit_base_patch16_224.orig_in21k" in message and "provpt_core.backbone fetch" in message
+    assert "vit_base_patch16_224.orig_in21k" in message and "provpt fetch" in message
     assert str(tmp_path) in message and "\n" not in message
 
 

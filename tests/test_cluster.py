@@ -107,7 +107,7 @@ def cluster():
 
 
 def _records(output: Path) -> list[dict]:
-    from orchestrator.records import read_records
+    from orchestrator.store.records import read_records
 
     try:
         return [vars(r) for r in read_records(output)]
@@ -167,7 +167,7 @@ def test_the_submitted_study_succeeds_on_both_nodes(submitted):
 
 
 def test_the_trial_under_the_killed_node_resumed_from_its_checkpoint(submitted):
-    from orchestrator.records import read_records
+    from orchestrator.store.records import read_records
 
     (victim,) = [r for r in read_records(submitted["output"]) if r.key == submitted["victim"]]
     assert victim.status == "FINISHED" and sorted(victim.epochs) == list(range(1, EPOCHS + 1))
@@ -177,7 +177,7 @@ def test_the_trial_under_the_killed_node_resumed_from_its_checkpoint(submitted):
 def test_every_run_and_artifact_is_in_the_tracking_server(submitted, cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.tables import main
+    from orchestrator.report.build import main
 
     client = MlflowClient(cluster["mlflow_url"])
     experiment = client.get_experiment_by_name("cluster")

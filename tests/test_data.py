@@ -160,11 +160,31 @@ def test_missing_split_file(tmp_path):
 
 def test_verify_command_exit_codes(tmp_path):
     make_vtab_task(tmp_path, "kitti")
-    command = [sys.executable, "-m", "orchestrator.data", "verify", "--benchmark", "vtab1k"]
+    command = [sys.executable, "-m", "orchestrator", "verify", "--benchmark", "vtab1k"]
     ok = subprocess.run([*command, "--tasks", "kitti", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0 and "1 of 1 tasks ok" in ok.stdout
     bad = subprocess.run([*command, "--tasks", "kitti,dtd", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 1 and "problems in dtd" in bad.stdout and "dtd: missing folder" in bad.stdout
+
+
+def test_preflight_checks_weights_and_data_from_the_trial_config(tmp_path):
+    from provpt_core import TrialConfig, check
+
+    make_vtab_task(tmp_path / "vtab", "kitti")
+    good = TrialConfig.from_dict(
+        {"backbone": {"name": "provpt_tiny_patch8_32"}, "data": {"task": "kitti", "root": str(tmp_path / "vtab")}}
+    )
+    found = check(good)
+    assert found.ok and found.problems == [] and found.data.status == "ok"
+    missing = good.override({"backbone.weights": str(tmp_path / "nope.safetensors"), "data.task": "dtd"})
+    found = check(missing)
+    assert not found.ok and found.problems[0].startswith("backbone.weights: ") and "nope.safetensors" in found.problems[0]
+    assert found.data.status == "missing folder"
+    no_root = good.override({"data.root": None})
+    assert check(no_root).problems == ["data.root: task 'kitti' needs the folder of the vtab1k benchmark"]
+    mini = good.override({"data.root": None, "data.task": "mini_count", "data.cache_dir": str(tmp_path / "cache")})
+    found = check(mini)  # the mini benchmark is generated on first use: by the pre-flight
+    assert found.ok and found.data.folder.is_relative_to(tmp_path / "cache")
 
 
 # ------------------------------------------------------------------ the decode-once cache

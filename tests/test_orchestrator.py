@@ -91,9 +91,9 @@ def _kind(runs, kind):
 def test_resumed_study_completes_and_reports_the_failed_pipeline(study_run):
     second = study_run["second"]
     assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]  # one pipeline failed
-    summary = {s["pipeline"]: s for s in json.loads((study_run["output"] / "summary.json").read_text())}
-    assert set(summary) == {f"{t}/{m}" for t in ("mini_count", "mini_loc") for m in ("linear", "provpt", "vpt_shallow")}
-    for key, record in summary.items():
+    outcomes = {o["pipeline"]: o for o in json.loads((study_run["output"] / "pipelines.json").read_text())}
+    assert set(outcomes) == {f"{t}/{m}" for t in ("mini_count", "mini_loc") for m in ("linear", "provpt", "vpt_shallow")}
+    for key, record in outcomes.items():
         if key.endswith("vpt_shallow"):
             assert record["failed"].startswith("no search trial finished (2 failed)")
         else:
@@ -180,12 +180,12 @@ def test_optuna_studies_are_persisted(study_run):
 def test_tables_from_mlflow_equal_the_tables_from_the_output_folder(study_run, tmp_path):
     import pandas as pd
 
-    from orchestrator.tables import main
+    from orchestrator.report.build import main
 
     output = study_run["output"]
     written = output / "results"  # by the study's own run, from its records
     assert main([str(output), "--from-mlflow", f"sqlite:///{study_run['db']}", "--out", str(tmp_path), "--no-figures"]) == 0
-    for name in ("trials", "epochs", "distributions"):
+    for name in ("trials", "epochs", "distributions", "selections"):
         pd.testing.assert_frame_equal(pd.read_parquet(written / f"{name}.parquet"), pd.read_parquet(tmp_path / f"{name}.parquet"))
     tables = sorted(p.name for p in (written / "tables").iterdir())
     assert "mini.md" in tables and tables == sorted(p.name for p in (tmp_path / "tables").iterdir())
@@ -197,6 +197,15 @@ def test_tables_from_mlflow_equal_the_tables_from_the_output_folder(study_run, t
     epochs = pd.read_parquet(written / "epochs.parquet")
     finished = trials.loc[trials["status"] == "FINISHED", "trial"]
     assert (epochs[epochs["trial"].isin(finished)].groupby("trial").size() == 2).all()
+    # the selection the pipeline recorded: a search trial of its own with the best last val score
+    selections = pd.read_parquet(written / "selections.parquet")
+    assert len(selections) == 4 and set(selections["method"]) == {"linear", "provpt"}
+    last_val = epochs.dropna(subset=["val_acc"]).sort_values("epoch").groupby("trial")["val_acc"].last()
+    for row in selections.itertuples():
+        search = trials[(trials["task"] == row.task) & (trials["method"] == row.method) & (trials["phase"] == "search")]
+        assert row.trial in set(search["trial"]) and row.val_acc == last_val[row.trial]
+        assert row.val_acc == max(last_val[t] for t in search["trial"] if t in last_val.index)
+        assert json.loads(row.values)["train.lr"] == search.set_index("trial").loc[row.trial, "config.train.lr"]
     mini = (written / "tables" / "mini.md").read_text()
     shallow = next(line for line in mini.splitlines() if line.startswith("| vpt_shallow |"))
     assert shallow.count("| failed") == 2 and "incomplete (0/2 tasks)" in shallow  # the diverged method, as such

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import format_plan, make_plan
-from orchestrator.selection import SearchRecord, select_best
-from orchestrator.space import SearchSpace
-from provpt_core.overrides import apply
-from orchestrator.study import StudyError, load_study
+from orchestrator.execution.selection import SearchRecord, select_best
+from orchestrator.spec.plan import format_plan, make_plan
+from orchestrator.spec.space import SearchSpace
+from orchestrator.spec.study import StudyError, load_study
+from provpt_core import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = (REPO / "tests" / "studies" / "micro.yaml").read_text()
@@ -67,7 +67,7 @@ def test_plan_and_dry_run(tmp_path, monkeypatch):
     pipelines = make_plan(study)
     assert [p.key for p in pipelines] == ["mini_count/linear", "mini_count/provpt", "mini_loc/linear", "mini_loc/provpt"]
     assert pipelines[1].experiment("final") == "mini_count__provpt__final"
-    assert pipelines[1].base_trial["data"]["task"] == "mini_count"
+    assert pipelines[1].base.data.task == "mini_count" and pipelines[1].base.method.num_prompts == 1 and pipelines[1].base.train.epochs == 2
     text = format_plan(study, pipelines, "/out", "sqlite:////out/mlflow.db")
     assert "4 pipelines (2 tasks x 2 methods)" in text
     assert text.splitlines()[-2].split()[:3] == ["total", "8", "8"]
@@ -79,13 +79,12 @@ def test_a_method_overrides_the_trial_defaults(tmp_path, monkeypatch):
     study = load_study(_write(tmp_path, text))
     linear, provpt = study.methods
     task = study.task_specs[0]
-    assert study.base_trial(linear, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1, "optimizer": "adamw", "lr": 0.001}
-    assert study.base_trial(provpt, task)["train"] == {"epochs": 2, "batch_size": 100, "head_lr": 0.1}
+    mine, other = study.trial_config(linear, task).train, study.trial_config(provpt, task).train
+    assert (mine.epochs, mine.batch_size, mine.head_lr, mine.optimizer, mine.lr) == (2, 100, 0.1, "adamw", 0.001)
+    assert (other.epochs, other.batch_size, other.head_lr, other.optimizer, other.lr) == (2, 100, 0.1, "sgd", TrainConfig().lr)
 
 
 def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path, monkeypatch):
-    from provpt_core.trial import TrialConfig
-
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
     text = MICRO.replace("methods:", "recipe: published\nmethods:").replace(
         "  - name: linear", "  - name: linear\n    trial: {train: {batch_size: 50}}", 1
@@ -93,12 +92,12 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
     study = load_study(_write(tmp_path, text))
     linear, provpt = study.methods
     task = study.task_specs[0]
-    vpt = TrialConfig.from_dict(study.base_trial(linear, task))
+    vpt = study.trial_config(linear, task)
     assert vpt.recipe == "vpt" and vpt.train.optimizer == "sgd" and vpt.train.grad_clip is None
     assert vpt.train.warmup_from_zero and vpt.train.no_decay == "head_bias" and vpt.train.schedule == "cosine"
     assert vpt.train.batch_size == 50  # the method's own trial section wins over its recipe
     assert vpt.train.head_lr == 0.1  # the study's trial section lies under the recipe
-    reference = TrialConfig.from_dict(study.base_trial(provpt, task))
+    reference = study.trial_config(provpt, task)
     assert reference.recipe == "provpt" and reference.train.precision == "fp32"
     assert reference.train.lr == 2.5 and reference.train.schedule == "constant" and reference.train.grad_clip == 0.25
     assert reference.method.relocation.idleness == "reference"
@@ -108,7 +107,7 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
 
     text = MICRO.replace("methods:", "recipe: published\nmethods:").replace("  - name: linear", "  - name: linear\n    recipe: shared", 1)
     shared = load_study(_write(tmp_path, text))
-    linear_shared = TrialConfig.from_dict(shared.base_trial(shared.methods[0], task))
+    linear_shared = shared.trial_config(shared.methods[0], task)
     assert linear_shared.recipe == "shared" and linear_shared.train.grad_clip == 0.25  # the core's default
 
 
@@ -121,15 +120,17 @@ def test_a_method_without_a_sourced_recipe_is_refused_by_name(tmp_path, monkeypa
 
 
 def test_an_unset_root_is_asked_for_before_ray_starts(tmp_path, monkeypatch):
-    from orchestrator.run import preflight
+    from orchestrator.execution.driver import preflight
 
     monkeypatch.delenv("VTAB_ROOT", raising=False)
     study = load_study(REPO / "studies" / "ablations" / "vpt_length.yaml")
     assert study.data.roots == {}  # "${VTAB_ROOT:-}" unset: no root, rather than the root ""
     monkeypatch.setenv("ABLATION_TASKS", "vtab1k:natural")
     study = load_study(REPO / "studies" / "ablations" / "vpt_length.yaml")
-    problems = preflight(study.model_copy(update={"backbone": {"name": "provpt_tiny_patch8_32"}}))
+    study = study.model_copy(update={"backbone": {"name": "provpt_tiny_patch8_32"}})
+    problems = preflight(study, make_plan(study))
     assert problems[0] == "error: data.roots.vtab1k: task cifar needs the vtab1k root folder"
+    assert len(problems) == len(study.task_specs)  # once per task, not once per method
 
 
 def test_shipped_studies_load(monkeypatch):
@@ -164,27 +165,28 @@ def test_conditional_space_samples_only_what_applies(tmp_path, monkeypatch):
     study = load_study(_write(tmp_path, MICRO))
     provpt = make_plan(study)[1]
     trial = FakeTrial()
-    SearchSpace(provpt.method.search, provpt.base_trial)(trial)
+    SearchSpace(provpt.method.search, provpt.base)(trial)
     assert trial.asked == ["train.lr", "method.relocation.allocator", "method.relocation.ppo.buffer_size"]
     thompson_first = MICRO.replace("choices: [ppo, thompson]", "choices: [thompson, ppo]")
     provpt = make_plan(load_study(_write(tmp_path, thompson_first)))[1]
     trial = FakeTrial()
-    SearchSpace(provpt.method.search, provpt.base_trial)(trial)
+    SearchSpace(provpt.method.search, provpt.base)(trial)
     assert trial.asked == ["train.lr", "method.relocation.allocator"]
-    trial_dict = apply(provpt.base_trial, {"method.relocation.allocator": "random", "train.lr": 0.3})
-    assert trial_dict["method"]["relocation"]["allocator"] == "random" and trial_dict["train"]["lr"] == 0.3
+    config = provpt.base.override({"method.relocation.allocator": "random", "train.lr": 0.3})
+    assert config.method.relocation.allocator == "random" and config.train.lr == 0.3
+    assert config.method.num_prompts == provpt.base.method.num_prompts and provpt.base.train.lr != 0.3
 
 
 def test_selection_best_val_ties_to_smaller_lr_failed_ignored():
     records = [
-        SearchRecord(0, {"train.lr": 0.5}, 0.80, 0.5),
-        SearchRecord(1, {"train.lr": 0.1}, 0.80, 0.1),
-        SearchRecord(2, {"train.lr": 0.05}, float("nan"), 0.05),
-        SearchRecord(3, {"train.lr": 0.2}, 0.75, 0.2),
-        SearchRecord(4, {"train.lr": 0.01}, None, 0.01),
+        SearchRecord(0, "t0", {"train.lr": 0.5}, 0.80, 0.5),
+        SearchRecord(1, "t1", {"train.lr": 0.1}, 0.80, 0.1),
+        SearchRecord(2, "t2", {"train.lr": 0.05}, float("nan"), 0.05),
+        SearchRecord(3, "t3", {"train.lr": 0.2}, 0.75, 0.2),
+        SearchRecord(4, "t4", {"train.lr": 0.01}, None, 0.01),
     ]
     selection = select_best(records)
-    assert selection.values == {"train.lr": 0.1} and selection.number == 1
+    assert selection.values == {"train.lr": 0.1} and selection.number == 1 and selection.trial == "t1"
     assert "best val_acc 0.8000 of 3 finished trials" in selection.reason
     assert "tied with trial 0 (lr 0.5): smaller lr 0.1 wins" in selection.reason
     assert "2 failed trials ignored" in selection.reason
@@ -200,13 +202,13 @@ def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
 
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.pipeline import ResumableOptunaSearch
+    from orchestrator.execution.tuning import ResumableOptunaSearch
 
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
     provpt = make_plan(load_study(_write(tmp_path, MICRO)))[1]
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     searcher = ResumableOptunaSearch(
-        space=SearchSpace(provpt.method.search, provpt.base_trial), metric="val_acc", mode="max",
+        space=SearchSpace(provpt.method.search, provpt.base), metric="val_acc", mode="max",
         study_name="s", storage=storage, seed=0,
     )
     config = searcher.suggest("trial_a")
@@ -220,7 +222,7 @@ def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
 
 
 def test_credentials_in_a_tracking_uri_stay_out_of_the_output_and_the_plan(tmp_path, monkeypatch, capsys):
-    from orchestrator.run import claim_output, main
+    from orchestrator.execution.driver import claim_output, main
 
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:s3cret@127.0.0.1:5000")

@@ -8,12 +8,13 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.published import MEAN_GROUPS, MEAN_TASKS, load_published
-from orchestrator.records import TrialRecord, TrialResult, read_records
-from orchestrator.results import read_parquet, to_frames, write_parquet
-from orchestrator.study import Study
-from orchestrator.tables import build_tables, main, write_report
-from provpt_core.data.tasks import TASKS
+from orchestrator.report.build import build_tables, main, write_report
+from orchestrator.report.frames import read_parquet, to_frames, write_parquet
+from orchestrator.report.published import MEAN_GROUPS, MEAN_TASKS, load_published
+from orchestrator.spec.study import Study
+from orchestrator.store.records import RecordedTrial, RecordFile, read_records
+from orchestrator.store.schema import TrialTags
+from provpt_core import TASKS
 
 SEEDS = [1, 2]
 # test accuracy (%) per method, task, seed; absent: no final trial
@@ -37,20 +38,20 @@ def _study(**extra) -> Study:
     )
 
 
-def _trial(method, task, phase, seed, status, test=None, wall=None, epochs=2, params=1000, name=None) -> TrialResult:
+def _trial(method, task, phase, seed, status, test=None, wall=None, epochs=2, params=1000, name=None) -> RecordedTrial:
     spec = next(s for s in TASKS if s.name == task)
     key = f"fixture/{task}/{method}/{phase}/{name or f'seed{seed}'}"
     tags = {"study": "fixture", "task": task, "group": spec.group, "method": method, "phase": phase, "seed": str(seed),
             "gpu_fraction": "0.5", "cpus": "1.0", "searched": "{}"}
     summary = {} if test is None else {"test_acc": test / 100, "final_val_acc": 0.5, "best_val_acc": 0.6,
                                         "trainable_params": float(params), "wall_seconds": wall}
-    return TrialResult(
+    return RecordedTrial(
         key, f"run-{key}", status, tags, {"train": {"lr": 0.5, "seed": seed}, "method": {"name": method}},
         summary, {e: {"train_loss": 1.0 / e, "epoch_seconds": 360.0} for e in range(1, epochs + 1)},
     )
 
 
-def _fixture_trials() -> list[TrialResult]:
+def _fixture_trials() -> list[RecordedTrial]:
     trials = []
     for method, tasks in SCORES.items():
         for task, seeds in tasks.items():
@@ -201,13 +202,13 @@ def test_trials_parquet_is_typed(tmp_path):
     schema = pq.read_schema(tmp_path / "trials.parquet")
     assert str(schema.field("seed").type) == "int64" and str(schema.field("test_acc").type) == "double"
     assert str(schema.field("config.train.lr").type) == "double" and str(schema.field("config.method.name").type) == "string"
-    assert schema.metadata[b"provpt.schema"] == b"provpt.results/1"
+    assert schema.metadata[b"provpt.schema"] == b"provpt.results/2"
     epochs = pd.read_parquet(tmp_path / "epochs.parquet")
     assert len(epochs) == 2 * len(_fixture_trials()) and set(epochs.columns) == {"trial", "epoch", "train_loss", "epoch_seconds"}
 
 
 def test_records_round_trip_and_tolerate_a_cut_last_line(tmp_path):
-    record = TrialRecord(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
+    record = RecordFile(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
     record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "t"}, {"train": {"lr": 0.1}})
     record.epoch(1, {"train_loss": 0.5, "val_acc": None})
     record.start("s/t/m/final/seed1", "run1", {"seed": 1, "task": "other"}, {"train": {"lr": 0.1}})  # a retry
@@ -223,26 +224,29 @@ def test_records_round_trip_and_tolerate_a_cut_last_line(tmp_path):
         read_records(tmp_path)
 
 
+TAGS = TrialTags("s", "t", "Natural", "m", "final", 1, "h", "v", "r", "n", "{}", 0.0, 1.0)
+
+
 def test_a_trial_killed_between_its_two_writes_reads_the_same_from_both_stores(tmp_path):
-    from orchestrator.results import from_mlflow, from_output
-    from orchestrator.trainable import TrialLog
-    from orchestrator.tracking import Tracker
+    from orchestrator.execution.trainable import ResultWriter
+    from orchestrator.report.frames import from_mlflow, from_output
+    from orchestrator.store.tracking import Tracker
     from provpt_core import TrialConfig
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s", artifact_location=(tmp_path / "artifacts").as_uri())
     key = "s/t/m/final/seed1"
     run_id = tracker.run(key, "t/m/final/seed1", "trial", tags={"seed": 1}).info.run_id
-    record = TrialRecord(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
-    first = TrialLog(tracker, run_id, record)
-    first.start(key, {"seed": 1}, TrialConfig())
+    record = RecordFile(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
+    first = ResultWriter(tracker, run_id, record)
+    first.start(key, TAGS, TrialConfig())
     first.epoch(1, {"epoch": 1, "train_loss": 0.9})
     record.epoch(2, {"train_loss": 0.8})  # killed after the record's write, before MLflow's
-    retry = TrialLog(tracker, run_id, record)  # restored from the epoch-1 checkpoint
-    retry.start(key, {"seed": 1}, TrialConfig())
+    retry = ResultWriter(tracker, run_id, record)  # restored from the epoch-1 checkpoint
+    retry.start(key, TAGS, TrialConfig())
     retry.epoch(2, {"epoch": 2, "train_loss": 0.6})
     retry.failed("stopped here")
-    (from_records,) = from_output(tmp_path)
-    (from_tracking,) = from_mlflow(tracker.uri, "s")
+    (from_records,) = from_output(tmp_path).trials
+    (from_tracking,) = from_mlflow(tracker.uri, "s").trials
     assert from_records.epochs == from_tracking.epochs == {1: {"train_loss": 0.9}, 2: {"train_loss": 0.6}}
     assert from_records.status == from_tracking.status == "FAILED"
 
@@ -262,7 +266,7 @@ def test_command_line_reports_a_folder_without_a_study(tmp_path, capsys):
 
 
 def _csv_path():
-    from orchestrator.published import default_path
+    from orchestrator.report.published import default_path
 
     return default_path()
 
@@ -373,22 +377,25 @@ def test_lora_and_adapter_rows_stand_beside_their_published_numbers(method):
     assert published.cells["cifar"].text() == "n/s"  # no per-task number was sourced
 
 
-def test_the_figures_draw_the_trial_the_pipeline_selected():
-    from orchestrator.figures import selected_search_trial
+def test_a_selection_reads_the_same_from_both_stores_and_is_tabled(tmp_path):
+    from orchestrator.report.frames import from_mlflow, from_output
+    from orchestrator.store.records import write_selection
+    from orchestrator.store.schema import PIPELINE, SelectionRecord
+    from orchestrator.store.tracking import Tracker
 
-    search = pd.DataFrame(
-        {
-            "trial": ["a", "b", "c", "d"],
-            "status": ["FINISHED", "KILLED", "FINISHED", "FAILED"],  # b: stopped by ASHA after epoch 1
-            "optuna_trial_number": [0, 1, 2, 3],
-            "config.train.lr": [0.5, 0.5, 0.1, 0.01],
-        }
-    )
-    epochs = pd.DataFrame(
-        {"trial": ["a", "a", "b", "c", "c", "d"], "epoch": [1, 2, 1, 1, 2, 1], "val_acc": [0.5, 0.6, 0.7, 0.4, 0.6, 0.9]}
-    )
-    # b's last val score (0.70, before ASHA stopped it) is the best, as in the pipeline's selection;
-    # d's 0.9 does not count: it failed
-    assert selected_search_trial(search, epochs) == "b"
-    # without b, a and c tie at 0.60: the smaller lr wins
-    assert selected_search_trial(search[search["trial"] != "b"], epochs) == "c"
+    chosen = SelectionRecord("s", "dtd", "vpt_shallow", "s/dtd/vpt_shallow/search/t7", {"train.lr": 0.1234}, 0.712, "best val")
+    searched_nothing = SelectionRecord("s", "cifar", "vpt_shallow", None, {}, None, "nothing searched")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s", artifact_location=(tmp_path / "artifacts").as_uri())
+    for selection in (chosen, searched_nothing):
+        write_selection(tmp_path, selection)
+        tags = {"task": selection.task, "method": selection.method, "phase": "final", **selection.tags()}
+        tracker.run(f"s/{selection.task}/vpt_shallow/final", "x", PIPELINE, tags=tags)
+    tracker.run("s/dtd/vpt_shallow/search", "x", PIPELINE, tags={"task": "dtd", "method": "vpt_shallow"})  # no selection
+    from_records, from_tracking = from_output(tmp_path).selections, from_mlflow(tracker.uri, "s").selections
+    assert sorted(from_records, key=str) == sorted(from_tracking, key=str) == sorted([chosen, searched_nothing], key=str)
+    frames = to_frames([], from_tracking)
+    assert frames.selections["trial"].isna().tolist() == [True, False] and frames.selections["trial"][1] == chosen.trial
+    table = build_tables(_study(tasks=["cifar", "dtd"]), frames)[0]["selections"]
+    assert table.cell("vpt_shallow", "dtd").text() == "train.lr=0.123 (71.2)"
+    assert table.cell("vpt_shallow", "cifar").text() == "as configured"
+    assert table.cell("provpt", "dtd").text() == "missing"

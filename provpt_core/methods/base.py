@@ -65,6 +65,11 @@ class Method:
     # may compute them once per split and train the head on cached features.
     frozen_features: ClassVar[bool] = False
 
+    @classmethod
+    def epoch_cost(cls, config: MethodConfig) -> float:
+        """An epoch's cost in training passes over the train split (a plan's estimate only)."""
+        return 1.0
+
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 

@@ -33,6 +33,11 @@ class ProVPTConfig(VPTDeepConfig):
 class ProVPT(VPTDeep):
     config_class = ProVPTConfig
     insertion = "replace"  # a block that relocation emptied inserts nothing, as the reference
+    REFERENCE_PASS_COST = 2.2  # bench/core_step.py: an epoch with the reference identification pass
+
+    @classmethod
+    def epoch_cost(cls, config: ProVPTConfig) -> float:
+        return cls.REFERENCE_PASS_COST if config.relocation.idleness == "reference" else 1.0
 
     def setup(self, trainer: TrainerView) -> None:
         bank = trainer.model.prompts

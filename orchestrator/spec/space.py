@@ -8,25 +8,64 @@ earlier, or fixed in the trial config) match, so spaces are conditional and meth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from provpt_core.overrides import lookup
-from provpt_core.trial import TrialConfig
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from provpt_core import TrialConfig, lookup
 
 if TYPE_CHECKING:
     import optuna
 
-    from orchestrator.study import Param
+
+class Param(BaseModel):
+    """One searched value: a float or int range (low, high, log, step) or a list of choices.
+    `when` samples it only when other values of the trial equal the given ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    type: Literal["float", "int"] | None = None  # default: int when low and high are integers
+    choices: list[Any] | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices: expected at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (a range) or choices")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} > high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: a log range needs low > 0, got {self.low:g}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "categorical"
+        if self.type:
+            return self.type
+        bounds = [self.low, self.high] + ([self.step] if self.step is not None else [])
+        return "int" if all(float(b).is_integer() for b in bounds) else "float"
 
 
 class SearchSpace:
     """The define-by-run function of one pipeline (a class, so Ray can pickle the searcher)."""
 
-    def __init__(self, params: dict[str, Param], base_trial: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Param], base: TrialConfig) -> None:
         self.params = {name: p.model_dump() for name, p in params.items()}
         self.kinds = {name: p.kind for name, p in params.items()}
         # every field with its default, so `when` can test values the study leaves implicit
-        self.base_trial = TrialConfig.from_dict(base_trial).to_dict()
+        self.base_trial = base.to_dict()
 
     def __call__(self, trial: optuna.Trial) -> None:
         values: dict[str, Any] = {}

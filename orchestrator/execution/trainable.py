@@ -2,7 +2,7 @@
 
 The trial knows its epoch, its prompt distribution and its prompts, so it logs them itself
 into its own MLflow run (keyed, so a retried or resumed trial re-attaches) and into its record
-in the study's output folder (`orchestrator.records`). A trial whose run
+in the study's output folder (`orchestrator.store.records`). A trial whose run
 already finished (the driver was killed after the trial ended but before Tune saved that)
 reports the recorded result instead of training again.
 """
@@ -22,17 +22,26 @@ import ray
 import torch
 from ray import tune
 
-from orchestrator.records import SUMMARY_METRICS, TrialRecord, phase_folder
-from orchestrator.results import CONFIG_ARTIFACT
-from orchestrator.tracking import MAX_REASON, Tracker, code_version
-from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig
-from provpt_core.overrides import apply, flatten
+from orchestrator.store.records import RecordFile
+from orchestrator.store.schema import (
+    CONFIG_ARTIFACT,
+    DISTRIBUTION,
+    DISTRIBUTIONS_ARTIFACT,
+    PROMPTS_ARTIFACT,
+    SUMMARY_METRICS,
+    TRIAL,
+    TrialTags,
+    phase_folder,
+    trial_key,
+)
+from orchestrator.store.tracking import MAX_REASON, Tracker, code_version
+from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig, fit, flatten
 
 CHECKPOINT_FILE = "trial.pt"
 
 
 @dataclass(frozen=True)
-class TrialContext:
+class PhaseContext:
     """What every trial of one pipeline phase shares (passed with tune.with_parameters)."""
 
     study: str
@@ -40,7 +49,7 @@ class TrialContext:
     group: str
     method: str
     phase: str  # search or final
-    base_trial: dict[str, Any]
+    base: TrialConfig  # the pipeline's config with the selected values (final phase)
     tracking_uri: str
     output: str  # the study's output folder: trial records go under <output>/records
     parent_run_id: str
@@ -52,38 +61,37 @@ class TrialContext:
     gpu_fraction: float = 0.0
 
 
-def trial_config(context: TrialContext, values: dict[str, Any]) -> TrialConfig:
+def trial_config(context: PhaseContext, values: dict[str, Any]) -> TrialConfig:
     """The full trial config: the pipeline's base, the sampled values, the phase and seed."""
-    searched = {k: v for k, v in values.items() if k != "seed"}
-    trial = apply(context.base_trial, searched)
-    trial.setdefault("train", {})["seed"] = values.get("seed", context.search_seed)
-    trial["train"].setdefault("threads", context.threads)
-    trial.setdefault("data", {})["phase"] = context.phase
-    if context.val_every:
-        trial.setdefault("eval", {})["val_every"] = context.val_every
-    return TrialConfig.from_dict(trial)
+    fixed = {
+        "train.seed": values.get("seed", context.search_seed),
+        "data.phase": context.phase,
+        **({} if context.base.train.threads is not None else {"train.threads": context.threads}),
+        **({"eval.val_every": context.val_every} if context.val_every else {}),
+    }
+    return context.base.override({**searched_values(values), **fixed})
+
+
+def searched_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The searched values of a trial's Tune config (a final trial's is only its seed)."""
+    return {k: v for k, v in values.items() if k != "seed"}
 
 
 def config_hash(config: TrialConfig) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def trial_key(context: TrialContext, values: dict[str, Any], trial_id: str) -> str:
-    base = f"{context.study}/{context.task}/{context.method}/{context.phase}"
-    return f"{base}/seed{values['seed']}" if "seed" in values else f"{base}/{trial_id}"
-
-
-class TrialLog:
+class ResultWriter:
     """Where a trial's results go: its MLflow run and its record in the output folder, the
     record first. A retried trial logs every epoch it re-runs to both, and both readers keep
     an epoch's last value, so a kill between the two writes leaves them in agreement."""
 
-    def __init__(self, tracker: Tracker, run_id: str, record: TrialRecord) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, record: RecordFile) -> None:
         self.tracker, self.run_id, self.record = tracker, run_id, record
 
-    def start(self, key: str, tags: dict[str, Any], config: TrialConfig) -> None:
+    def start(self, key: str, tags: TrialTags, config: TrialConfig) -> None:
         plain = config.to_dict()
-        self.record.start(key, self.run_id, tags, plain)
+        self.record.start(key, self.run_id, tags.as_dict(), plain)
         self.tracker.log(self.run_id, params=flatten(plain))
         self.tracker.client.log_dict(self.run_id, plain, CONFIG_ARTIFACT)
 
@@ -100,7 +108,7 @@ class TrialLog:
     def finished(self, summary: dict[str, Any], epoch: int, result: FitResult) -> None:
         tags, rows = {}, None
         if result.distribution is not None:
-            tags["distribution"] = json.dumps(result.distribution)
+            tags[DISTRIBUTION] = json.dumps(result.distribution)
             rows = distribution_rows(result)
             self.record.tags(tags)
         self.record.end("FINISHED", summary, distributions=rows)
@@ -110,13 +118,17 @@ class TrialLog:
         self.tracker.finish(self.run_id)
 
 
-class TrialReporter(Callback):
-    """Per-epoch metrics to the trial's log and Tune, with a checkpoint every few epochs."""
+class TuneReporter(Callback):
+    """Per-epoch metrics to the trial's stores and Tune, with a checkpoint every few epochs."""
 
-    def __init__(self, log: TrialLog, checkpoint_every: int) -> None:
+    def __init__(self, log: ResultWriter, checkpoint_every: int) -> None:
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.last_val: float | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.epoch > 0:  # restored from a checkpoint
+            self.log.record.resumed(trainer.epoch)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         epoch = int(metrics["epoch"])
@@ -134,31 +146,29 @@ class TrialReporter(Callback):
             tune.report(report)
 
 
-def run_trial(values: dict[str, Any], context: TrialContext) -> None:
+def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     """The trainable: `values` are the sampled search values (or the final phase's seed)."""
     torch.set_num_threads(context.threads)
     config = trial_config(context, values)
-    tune_context = tune.get_context()
-    trial_id = tune_context.get_trial_id()
+    trial_id = tune.get_context().get_trial_id()
     tracker = Tracker(context.tracking_uri, context.study)
-    key = trial_key(context, values, trial_id)
-    name = key.split("/", 1)[1]
-    tags = {
-        "study": context.study,
-        "task": context.task,
-        "group": context.group,
-        "method": context.method,
-        "phase": context.phase,
-        "seed": config.train.seed,
-        "config_hash": config_hash(config),
-        "code_version": code_version(),
-        "ray_trial_id": trial_id,
-        "ray_node_id": ray.get_runtime_context().get_node_id(),
-        "searched": json.dumps({k: v for k, v in values.items() if k != "seed"}, sort_keys=True),
-        "gpu_fraction": context.gpu_fraction,
-        "cpus": context.cpus,
-    }
-    run = tracker.run(key, name, "trial", parent=context.parent_run_id, tags=tags)
+    key = trial_key(context.study, context.task, context.method, context.phase, values.get("seed"), trial_id)
+    tags = TrialTags(
+        study=context.study,
+        task=context.task,
+        group=context.group,
+        method=context.method,
+        phase=context.phase,
+        seed=config.train.seed,
+        config_hash=config_hash(config),
+        code_version=code_version(),
+        ray_trial_id=trial_id,
+        ray_node_id=ray.get_runtime_context().get_node_id(),
+        searched=json.dumps(searched_values(values), sort_keys=True),
+        gpu_fraction=context.gpu_fraction,
+        cpus=context.cpus,
+    )
+    run = tracker.run(key, key.split("/", 1)[1], TRIAL, parent=context.parent_run_id, tags=tags.as_dict())
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
@@ -166,29 +176,25 @@ def run_trial(values: dict[str, Any], context: TrialContext) -> None:
         return
     if run.info.status != "RUNNING":
         tracker.client.update_run(run_id, status="RUNNING")
-    record = TrialRecord(phase_folder(context.output, context.task, context.method, context.phase) / f"{key.rsplit('/', 1)[1]}.jsonl")
-    log = TrialLog(tracker, run_id, record)
+    folder = phase_folder(context.output, context.task, context.method, context.phase)
+    log = ResultWriter(tracker, run_id, RecordFile(folder / f"{key.rsplit('/', 1)[1]}.jsonl"))
     log.start(key, tags, config)
-    trainer = Trainer(config, callbacks=[TrialReporter(log, context.checkpoint_every)])
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-        record.resumed(trainer.epoch)
     try:
-        result = trainer.fit()
+        if checkpoint is None:
+            result = fit(config, callbacks=[TuneReporter(log, context.checkpoint_every)])
+        else:
+            with checkpoint.as_directory() as saved:
+                result = fit(
+                    config,
+                    callbacks=[TuneReporter(log, context.checkpoint_every)],
+                    resume_from=Path(saved) / CHECKPOINT_FILE,
+                )
     except DivergedError as err:
         log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
         return
-    summary = {
-        "best_val_acc": result.best_val_acc,
-        "final_val_acc": result.final_val_acc,
-        "test_acc": result.test_acc,
-        "best_late_test_acc": result.best_late_test_acc,
-        "trainable_params": result.trainable_params,
-        "wall_seconds": result.wall_seconds,
-    }
+    summary = {name: getattr(result, name) for name in SUMMARY_METRICS}
     log.finished(summary, result.epochs_completed, result)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
 
@@ -208,8 +214,8 @@ def _log_prompt_artifacts(tracker: Tracker, run_id: str, artifacts: dict, rows: 
 
     with tempfile.TemporaryDirectory() as folder:
         if artifacts:
-            save_file(artifacts, os.path.join(folder, "prompts.safetensors"))
+            save_file(artifacts, os.path.join(folder, PROMPTS_ARTIFACT))
         pd.DataFrame(rows, columns=["epoch", "block", "count"]).astype("int64").to_parquet(
-            os.path.join(folder, "distributions.parquet"), index=False
+            os.path.join(folder, DISTRIBUTIONS_ARTIFACT), index=False
         )
         tracker.client.log_artifacts(run_id, folder)

@@ -5,7 +5,7 @@ as it runs: a ``start`` line (MLflow run id, tags, the whole config), one ``epoc
 epoch, ``tags`` lines the driver adds later, a ``resume`` line when a retry restores a
 checkpoint (its epoch), and an ``end`` line (status, summary metrics,
 failure reason, the prompt distribution after every relocation). The results tables can be
-built from these files alone (`orchestrator.tables`), and must equal those built from MLflow.
+built from these files alone (`orchestrator.report`), and must equal those built from MLflow.
 
 A trial retried from a checkpoint appends again and logs the epochs it runs again: the last
 value of an epoch's metric counts, as in MLflow (whose readers take a step's latest point),
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.store.schema import FAILURE_REASON, RECORDS, SELECTION_FILE, SelectionRecord, selection_file
+
 RUNNING = "RUNNING"
-RECORDS = "records"
-SUMMARY_METRICS = ("best_val_acc", "final_val_acc", "test_acc", "best_late_test_acc", "trainable_params", "wall_seconds")
 
 
 @dataclass
-class TrialResult:
+class RecordedTrial:
     """One trial as recorded, whichever store it was read from."""
 
     key: str  # study/task/method/phase/(seedN | trial id)
@@ -48,11 +48,7 @@ def present(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def phase_folder(output: str | Path, task: str, method: str, phase: str) -> Path:
-    return Path(output) / RECORDS / task / method / phase
-
-
-class TrialRecord:
+class RecordFile:
     """Appends one trial's events to its file."""
 
     def __init__(self, path: Path) -> None:
@@ -99,9 +95,9 @@ def _strings(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
 
 
-def read_record(path: Path) -> TrialResult:
+def read_record(path: Path) -> RecordedTrial:
     lines = path.read_text(encoding="utf-8").splitlines()
-    result: TrialResult | None = None
+    result: RecordedTrial | None = None
     for number, line in enumerate(lines, 1):
         try:
             event = json.loads(line)
@@ -112,7 +108,7 @@ def read_record(path: Path) -> TrialResult:
         kind = event.get("event")
         if kind == "start":
             if result is None:  # a retried trial's tags stay those of its first start, as in MLflow
-                result = TrialResult(event["key"], event["run_id"], RUNNING, dict(event["tags"]), event["config"])
+                result = RecordedTrial(event["key"], event["run_id"], RUNNING, dict(event["tags"]), event["config"])
         elif result is None:
             raise ValueError(f"{path}:{number}: expected a 'start' line first, got {kind!r}")
         elif kind == "epoch":
@@ -131,7 +127,7 @@ def read_record(path: Path) -> TrialResult:
     if result is None:
         raise ValueError(f"{path}: no 'start' line")
     if result.failure_reason is not None:
-        result.tags["failure_reason"] = result.failure_reason
+        result.tags[FAILURE_REASON] = result.failure_reason
     return result
 
 
@@ -139,7 +135,7 @@ def record_files(folder: Path) -> Iterator[Path]:
     return iter(sorted(folder.rglob("*.jsonl"))) if folder.is_dir() else iter(())
 
 
-def read_records(output: str | Path) -> list[TrialResult]:
+def read_records(output: str | Path) -> list[RecordedTrial]:
     """Every trial recorded under a study's output folder."""
     return [read_record(path) for path in record_files(Path(output) / RECORDS)]
 
@@ -148,4 +144,17 @@ def close_stray(folder: Path, reason: str) -> None:
     """Records of one phase left RUNNING (stopped early, or errored past their retries)."""
     for path in record_files(folder):
         if read_record(path).status == RUNNING:
-            TrialRecord(path).end("KILLED", failure_reason=reason)
+            RecordFile(path).end("KILLED", failure_reason=reason)
+
+
+def write_selection(output: str | Path, selection: SelectionRecord) -> None:
+    path = selection_file(output, selection.task, selection.method)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(selection.to_json(), encoding="utf-8")
+
+
+def read_selections(output: str | Path) -> list[SelectionRecord]:
+    """Every pipeline's selection recorded under a study's output folder."""
+    folder = Path(output) / RECORDS
+    paths = sorted(folder.glob(f"*/*/{SELECTION_FILE}")) if folder.is_dir() else []
+    return [SelectionRecord.from_json(path.read_text(encoding="utf-8")) for path in paths]

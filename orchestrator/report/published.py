@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from provpt_core.data.tasks import get_task
+from provpt_core import get_task
 
 MEAN_GROUPS = "mean:groups"
 MEAN_TASKS = "mean:tasks"
@@ -48,7 +48,7 @@ class PublishedNumber:
 
 
 def default_path() -> Path:
-    return Path(str(resources.files("orchestrator") / "reference" / "published_results.csv"))
+    return Path(str(resources.files("orchestrator.report") / "reference" / "published_results.csv"))
 
 
 def load_published(path: Path | None = None) -> list[PublishedNumber]:

@@ -1,7 +1,7 @@
 """MLflow runs of a study: study run > pipeline run (task, method, phase) > trial run.
 
 The orchestrator creates every run itself (Ray's MLflow callback duplicates runs after a
-restore and cannot nest). Each run carries a deterministic key in the tag ``provpt.key``;
+restore and cannot nest). Each run carries a deterministic key (`schema.KEY`);
 asking for a run by key re-attaches to it, so a resumed study adds nothing twice.
 """
 
@@ -15,9 +15,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-KEY = "provpt.key"
-KIND = "provpt.kind"  # study, pipeline or trial
-PARENT = "mlflow.parentRunId"
+from orchestrator.store.schema import FAILURE_REASON, KEY, KIND, PARENT, TRIAL
+
 MAX_BATCH = 900  # MLflow accepts at most 1000 entries per log_batch
 MAX_REASON = 4000  # characters of a failure reason kept
 
@@ -42,7 +41,7 @@ class Tracker:
         """The run with this key (re-attached, reopened if it had stopped), or a new one."""
         found = self.find(key)
         if found is not None:
-            if found.info.status != "RUNNING" and kind != "trial":
+            if found.info.status != "RUNNING" and kind != TRIAL:
                 self.client.update_run(found.info.run_id, status="RUNNING")
             return found
         all_tags = {KEY: key, KIND: kind, **{k: str(v) for k, v in (tags or {}).items()}}
@@ -58,7 +57,7 @@ class Tracker:
 
     def finish(self, run_id: str, failed_reason: str | None = None) -> None:
         if failed_reason is not None:
-            self.client.set_tag(run_id, "failure_reason", failed_reason[:MAX_REASON])
+            self.client.set_tag(run_id, FAILURE_REASON, failed_reason[:MAX_REASON])
         self.client.set_terminated(run_id, status="FAILED" if failed_reason is not None else "FINISHED")
 
     def log(

@@ -6,11 +6,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from orchestrator.study import MethodEntry, Study
-from provpt_core.data.tasks import TaskSpec
-from provpt_core.trial import TrialConfig
+from orchestrator.spec.study import MethodEntry, Study
+from provpt_core import METHODS, TaskSpec, TrialConfig
 
 # Training images per second of one trial, for the estimate only: measured where noted,
 # assumed otherwise. Evaluation counts a third of a training image.
@@ -19,7 +17,7 @@ THROUGHPUT = {
 }
 DEFAULT_THROUGHPUT = {"cpu": 20.0, "gpu": 1500.0}
 EVAL_COST = 1 / 3
-REFERENCE_PASS_COST = 2.2  # bench/core_step.py: the reference identification pass
+PHASES = ("search", "final")
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class Pipeline:
     study: str
     task: TaskSpec
     method: MethodEntry
-    base_trial: dict[str, Any]
+    base: TrialConfig  # every trial's config before its searched values and seed
 
     @property
     def key(self) -> str:
@@ -44,30 +42,33 @@ class Pipeline:
 
 def make_plan(study: Study) -> list[Pipeline]:
     return [
-        Pipeline(study.name, task, method, study.base_trial(method, task))
+        Pipeline(study.name, task, method, study.trial_config(method, task))
         for task in study.task_specs
         for method in study.methods
     ]
 
 
+def planned_trials(study: Study, method: MethodEntry, phase: str) -> int:
+    """How many trials a pipeline of `method` runs in `phase`: the study's search budget (none
+    if nothing is searched), one final trial per seed."""
+    if phase == "search":
+        return study.search.trials if method.search else 0
+    return len(study.final.seeds)
+
+
 def trial_seconds(study: Study, pipeline: Pipeline, phase: str) -> float:
     """A rough trial duration from the trial config and a throughput table."""
-    config = TrialConfig.from_dict(pipeline.base_trial)
+    config = pipeline.base
     device = "gpu" if study.resources.gpu > 0 else "cpu"
     rate = THROUGHPUT.get((config.backbone.name, device), DEFAULT_THROUGHPUT[device])
     fit_split, score_split = pipeline.task.search_splits if phase == "search" else pipeline.task.final_splits
-    images = pipeline.task.split_sizes[fit_split] * config.train.epochs
-    relocation = getattr(config.method, "relocation", None)
-    if relocation is not None and relocation.idleness == "reference":
-        images *= REFERENCE_PASS_COST
-    if pipeline.method.name == "linear":
-        images = pipeline.task.split_sizes[fit_split] * EVAL_COST  # features computed once
+    method = METHODS[pipeline.method.name]
+    if method.frozen_features:  # features computed once, the head trains on them
+        images = pipeline.task.split_sizes[fit_split] * EVAL_COST
+    else:
+        images = pipeline.task.split_sizes[fit_split] * config.train.epochs * method.epoch_cost(config.method)
     evaluated = pipeline.task.split_sizes[score_split] * EVAL_COST
     return (images + evaluated) / rate
-
-
-def counts(study: Study, pipeline: Pipeline) -> dict[str, int]:
-    return {"search": study.search.trials if pipeline.searches else 0, "final": len(study.final.seeds)}
 
 
 def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_uri: str) -> str:
@@ -85,7 +86,7 @@ def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_u
     ]
     totals = {"search": 0, "final": 0, "hours": 0.0}
     for pipeline in pipelines:
-        n = counts(study, pipeline)
+        n = {phase: planned_trials(study, pipeline.method, phase) for phase in PHASES}
         hours = sum(n[phase] * trial_seconds(study, pipeline, phase) for phase in n) / 3600
         totals["search"] += n["search"]
         totals["final"] += n["final"]

@@ -33,13 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from provpt_core.config import ConfigError
-from provpt_core.data import resolve_tasks
-from provpt_core.data.tasks import TaskSpec
-from provpt_core.methods import METHODS
-from provpt_core.recipes import Recipe, published_recipe
-from provpt_core.overrides import apply, merge
-from provpt_core.trial import TrialConfig
+from orchestrator.spec.space import Param, corner_values
+from provpt_core import METHODS, ConfigError, Recipe, TaskSpec, TrialConfig, merge, published_recipe, resolve_tasks
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -50,44 +45,6 @@ class StudyError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Param(_Strict):
-    """One searched value: a float or int range (low, high, log, step) or a list of choices.
-    `when` samples it only when other values of the trial equal the given ones."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    type: Literal["float", "int"] | None = None  # default: int when low and high are integers
-    choices: list[Any] | None = None
-    when: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check(self) -> Param:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low/high, not both")
-            if not self.choices:
-                raise ValueError("choices: expected at least one value")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("expected low and high (a range) or choices")
-        if self.low > self.high:
-            raise ValueError(f"low {self.low:g} > high {self.high:g}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log: a log range needs low > 0, got {self.low:g}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        if self.choices is not None:
-            return "categorical"
-        if self.type:
-            return self.type
-        bounds = [self.low, self.high] + ([self.step] if self.step is not None else [])
-        return "int" if all(float(b).is_integer() for b in bounds) else "float"
 
 
 class MethodEntry(_Strict):
@@ -226,9 +183,12 @@ class Study(_Strict):
             raise ValueError(f"no published recipe is sourced for method '{method.name}'; give it recipe: shared")
         return recipe
 
-    def base_trial(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
+    def trial_config(self, method: MethodEntry, task: TaskSpec) -> TrialConfig:
         """The trial config of (method, task) before search values and seeds are applied: the
         study's `trial`, then the method's recipe if published, then the method's `trial`."""
+        return TrialConfig.from_dict(self._trial_dict(method, task))
+
+    def _trial_dict(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
         recipe = self.recipe_of(method)
         trial = copy.deepcopy(self.trial)
         recipe_fields: dict[str, Any] = {}
@@ -316,8 +276,6 @@ def _interpolate(value: Any, path: Path, field: str = "") -> Any:
 def _check_trials(study: Study, path: Path) -> None:
     """Build every pipeline's trial config with the searched values at their bounds and
     choices, so unknown fields and bad values fail here, not in a trial."""
-    from orchestrator.space import corner_values
-
     for i, method in enumerate(study.methods):
         for name in method.search:
             if name.split(".")[0] not in ("train", "method", "eval", "backbone", "data"):
@@ -330,11 +288,11 @@ def _check_trials(study: Study, path: Path) -> None:
         except ValueError as err:
             raise StudyError(f"{path}: methods[{i}].recipe: {err}") from None
         for task in study.task_specs:
-            base = study.base_trial(method, task)
-            for values in corner_values(method.search):
-                try:
-                    TrialConfig.from_dict(apply(base, values))
-                except ConfigError as err:
-                    raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
+            try:
+                base = study.trial_config(method, task)
+                for values in corner_values(method.search):
+                    base.override(values)
+            except ConfigError as err:
+                raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
         if len({m.key for m in study.methods}) != len(study.methods):
             raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")

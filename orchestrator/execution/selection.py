@@ -2,7 +2,7 @@
 
 VPT's rule, reused by PRO-VPT: the best val200 score; ties go to the smaller learning rate
 (then to the earlier trial). Failed trials (diverged, errored) never win. The reason is
-returned as a sentence, recorded on the pipeline's MLflow run.
+returned as a sentence; the pipeline records the selection (`store.schema.SelectionRecord`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ LR = "train.lr"
 @dataclass(frozen=True)
 class SearchRecord:
     number: int  # the trial's order in the search
+    trial: str  # the trial's key
     values: dict[str, Any]  # the searched values
     val_acc: float | None  # None or NaN: failed
     lr: float  # the trial's train.lr (searched or fixed)
@@ -24,6 +25,7 @@ class SearchRecord:
 
 @dataclass(frozen=True)
 class Selection:
+    trial: str
     values: dict[str, Any]
     number: int
     val_acc: float
@@ -44,4 +46,4 @@ def select_best(records: list[SearchRecord]) -> Selection:
     failed = len(records) - len(ok)
     if failed:
         reason += f"; {failed} failed trials ignored"
-    return Selection(chosen.values, chosen.number, best, reason)
+    return Selection(chosen.trial, chosen.values, chosen.number, best, reason)

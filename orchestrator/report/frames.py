@@ -21,6 +21,10 @@
     measured that epoch)
 ``distributions.parquet``: trial (string), epoch, block, count (int64): the prompts per block
     at the start (epoch 0) and after every relocation (PRO-VPT trials only)
+``selections.parquet``, one row per pipeline that reached its final phase: study, task, method
+    (string); trial (string: the selected search trial's key, null if nothing was searched);
+    values (string: JSON of the selected values); val_acc (float64, null if nothing was
+    searched); reason (string: why, in a sentence)
 """
 
 from __future__ import annotations
@@ -31,20 +35,32 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.records import SUMMARY_METRICS, TrialResult, read_records
-from orchestrator.tracking import KIND
-from provpt_core.overrides import flatten
+from orchestrator.store.records import RecordedTrial, read_records, read_selections
+from orchestrator.store.schema import (
+    CONFIG_ARTIFACT,
+    DISTRIBUTIONS_ARTIFACT,
+    FAILURE_REASON,
+    IDENTITY,
+    KEY,
+    KIND,
+    OPTUNA_TRIAL_NUMBER,
+    PIPELINE,
+    SELECTION_REASON,
+    SUMMARY_METRICS,
+    TRIAL,
+    TRIAL_TAGS,
+    SelectionRecord,
+)
+from provpt_core import flatten
 
-SCHEMA_VERSION = "provpt.results/1"
-CONFIG_ARTIFACT = "config.json"
-DISTRIBUTIONS_ARTIFACT = "distributions.parquet"
-IDENTITY = ("study", "task", "group", "method", "phase")
+SCHEMA_VERSION = "provpt.results/2"
+TABLES = ("trials", "epochs", "distributions", "selections")
 TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "trial": pa.string(),
     **{name: pa.string() for name in IDENTITY},
@@ -68,6 +84,15 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "searched": pa.string(),
     "optuna_trial_number": pa.int64(),
 }
+SELECTION_COLUMNS: dict[str, pa.DataType] = {
+    "study": pa.string(),
+    "task": pa.string(),
+    "method": pa.string(),
+    "trial": pa.string(),
+    "values": pa.string(),
+    "val_acc": pa.float64(),
+    "reason": pa.string(),
+}
 
 
 class ResultsError(RuntimeError):
@@ -79,18 +104,26 @@ class Results:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     distributions: pd.DataFrame
+    selections: pd.DataFrame
 
 
-def from_output(output: str | Path) -> list[TrialResult]:
-    """The trials recorded in a study's output folder."""
+class Recorded(NamedTuple):
+    """What one store holds of a study: `to_frames(*recorded)` makes its tables."""
+
+    trials: list[RecordedTrial]
+    selections: list[SelectionRecord]
+
+
+def from_output(output: str | Path) -> Recorded:
+    """The trials and selections recorded in a study's output folder."""
     try:
-        return read_records(output)
-    except (ValueError, KeyError) as err:
+        return Recorded(read_records(output), read_selections(output))
+    except (ValueError, KeyError, TypeError) as err:
         raise ResultsError(str(err)) from None
 
 
-def from_mlflow(uri: str, study: str) -> list[TrialResult]:
-    """The trials of a study's MLflow experiment (named after the study)."""
+def from_mlflow(uri: str, study: str) -> Recorded:
+    """The trials and selections of a study's MLflow experiment (named after the study)."""
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact buries the report
@@ -98,18 +131,26 @@ def from_mlflow(uri: str, study: str) -> list[TrialResult]:
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
         raise ResultsError(f"{uri}: no MLflow experiment named '{study}'")
-    results, token = [], None
+    trials = [_from_run(client, run) for run in _runs(client, experiment.experiment_id, TRIAL)]
+    selections = [
+        SelectionRecord.from_tags(study, run.data.tags["task"], run.data.tags["method"], run.data.tags)
+        for run in _runs(client, experiment.experiment_id, PIPELINE)
+        if SELECTION_REASON in run.data.tags
+    ]
+    return Recorded(trials, selections)
+
+
+def _runs(client, experiment_id: str, kind: str) -> list:
+    runs, token = [], None
     while True:
-        page = client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`{KIND}` = 'trial'", max_results=1000, page_token=token
-        )
-        results += [_from_run(client, run) for run in page]
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{KIND}` = '{kind}'", max_results=1000, page_token=token)
+        runs += page
         token = page.token
         if not token:
-            return results
+            return runs
 
 
-def _from_run(client, run) -> TrialResult:
+def _from_run(client, run) -> RecordedTrial:
     run_id = run.info.run_id
     metrics = run.data.metrics
     epochs: dict[int, dict[str, float]] = {}
@@ -125,8 +166,8 @@ def _from_run(client, run) -> TrialResult:
             frame = pd.read_parquet(client.download_artifacts(run_id, DISTRIBUTIONS_ARTIFACT, folder))
             distributions = [tuple(int(v) for v in row) for row in frame[["epoch", "block", "count"]].itertuples(index=False)]
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "provpt."))}
-    return TrialResult(
-        key=run.data.tags["provpt.key"],
+    return RecordedTrial(
+        key=run.data.tags[KEY],
         run_id=run_id,
         status=run.info.status,
         tags=tags,
@@ -134,12 +175,13 @@ def _from_run(client, run) -> TrialResult:
         summary={k: metrics[k] for k in SUMMARY_METRICS if k in metrics},
         epochs=dict(sorted(epochs.items())),
         distributions=distributions,
-        failure_reason=tags.get("failure_reason"),
+        failure_reason=tags.get(FAILURE_REASON),
     )
 
 
-def to_frames(results: list[TrialResult]) -> Results:
-    """The three tables, sorted by trial key (then epoch, block), so equal inputs give equal bytes."""
+def to_frames(results: list[RecordedTrial], selections: list[SelectionRecord] = ()) -> Results:
+    """The four tables, sorted by trial key (then epoch, block; selections by task and method),
+    so equal inputs give equal bytes."""
     results = sorted(results, key=lambda r: r.key)
     trial_rows, config_rows, epoch_rows, distribution_rows = [], [], [], []
     for result in results:
@@ -147,22 +189,12 @@ def to_frames(results: list[TrialResult]) -> Results:
         trial_rows.append(
             {
                 "trial": result.key,
-                **{name: tags.get(name) for name in IDENTITY},
-                "seed": _int(tags.get("seed")),
+                **{name: _cast(tags.get(name), TRIAL_COLUMNS[name]) for name in (*TRIAL_TAGS, OPTUNA_TRIAL_NUMBER)},
                 "status": result.status,
                 "failure_reason": result.failure_reason,
-                **{name: result.summary.get(name) for name in SUMMARY_METRICS},
-                "trainable_params": _int(result.summary.get("trainable_params")),
+                **{name: _cast(result.summary.get(name), TRIAL_COLUMNS[name]) for name in SUMMARY_METRICS},
                 "epochs": len(result.epochs),
-                "gpu_fraction": _float(tags.get("gpu_fraction")),
-                "cpus": _float(tags.get("cpus")),
                 "mlflow_run_id": result.run_id,
-                "ray_trial_id": tags.get("ray_trial_id"),
-                "ray_node_id": tags.get("ray_node_id"),
-                "config_hash": tags.get("config_hash"),
-                "code_version": tags.get("code_version"),
-                "searched": tags.get("searched"),
-                "optuna_trial_number": _int(tags.get("optuna_trial_number")),
             }
         )
         config_rows.append({f"config.{k}": v for k, v in flatten(result.config).items()})
@@ -181,15 +213,21 @@ def to_frames(results: list[TrialResult]) -> Results:
     distributions = _typed_frame(
         distribution_rows, {"trial": pa.string(), "epoch": pa.int64(), "block": pa.int64(), "count": pa.int64()}
     )
-    return Results(trials, epochs, distributions)
+    chosen = [
+        {**vars(s), "values": json.dumps(s.values, sort_keys=True)} for s in sorted(selections, key=lambda s: (s.task, s.method))
+    ]
+    return Results(trials, epochs, distributions, _typed_frame(chosen, SELECTION_COLUMNS))
 
 
-def _int(value: Any) -> int | None:
-    return None if value is None or value == "" else int(float(value))
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None or value == "" else float(value)
+def _cast(value: Any, kind: pa.DataType) -> Any:
+    """A stored value (tags are strings) as its column's type; "" and None are null."""
+    if value is None or value == "":
+        return None
+    if pa.types.is_integer(kind):
+        return int(float(value))
+    if pa.types.is_floating(kind):
+        return float(value)
+    return str(value)
 
 
 def _typed_frame(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pd.DataFrame:
@@ -215,10 +253,10 @@ def _typed_series(values: list[Any]) -> pd.Series:
 
 
 def write_parquet(results: Results, folder: Path) -> dict[str, Path]:
-    """trials / epochs / distributions .parquet under `folder`, each replaced atomically."""
+    """trials / epochs / distributions / selections .parquet under `folder`, each replaced atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in ("trials", "epochs", "distributions"):
+    for name in TABLES:
         frame: pd.DataFrame = getattr(results, name)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         table = table.replace_schema_metadata({"provpt.schema": SCHEMA_VERSION, "provpt.table": name})
@@ -242,6 +280,4 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
 
 
 def read_parquet(folder: Path) -> Results:
-    return Results(
-        *(pd.read_parquet(folder / f"{name}.parquet", dtype_backend="pyarrow") for name in ("trials", "epochs", "distributions"))
-    )
+    return Results(*(pd.read_parquet(folder / f"{name}.parquet", dtype_backend="pyarrow") for name in TABLES))

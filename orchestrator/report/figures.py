@@ -6,7 +6,7 @@ them over a trial, and validation curves.
 - ``trace_<task>_<method>``: blocks x epochs, one final trial's distribution after every
   relocation (the lowest finished seed);
 - ``val_curves_<benchmark>``: per task, each method's selected search trial's val accuracy per
-  epoch (the pipeline's own rule, `selection.select_best`).
+  epoch (the trial the pipeline recorded as selected, `Results.selections`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from orchestrator.results import Results
-from orchestrator.selection import LR, SearchRecord, select_best
-from orchestrator.study import Study
+from orchestrator.report.frames import Results
+from orchestrator.spec.study import Study
 
 FORMATS = ("png", "pdf")
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}  # same data, same bytes
@@ -38,7 +37,7 @@ def write_figures(study: Study, results: Results, folder: Path) -> list[Path]:
         files += _distribution_heatmap(study, method, part, folder)
         files += _traces(method, part, folder)
     for benchmark in dict.fromkeys(s.benchmark for s in study.task_specs):
-        files += _val_curves(study, benchmark, trials, results.epochs, folder)
+        files += _val_curves(study, benchmark, results.selections, results.epochs, folder)
     return files
 
 
@@ -90,37 +89,18 @@ def _traces(method: str, part: pd.DataFrame, folder: Path) -> list[Path]:
     return paths
 
 
-def selected_search_trial(search: pd.DataFrame, epochs: pd.DataFrame) -> str | None:
-    """The search trial the pipeline selected, by the pipeline's own rule (`select_best`): its
-    last val score (an ASHA-stopped trial's too), ties to the smaller lr; failed trials never."""
-    records = []
-    for order, row in enumerate(search.itertuples(index=False)):
-        scored = epochs.loc[epochs["trial"] == row.trial, "val_acc"].dropna() if "val_acc" in epochs else []
-        val = None if row.status == "FAILED" or len(scored) == 0 else float(scored.iloc[-1])
-        number = row.optuna_trial_number if not pd.isna(row.optuna_trial_number) else order
-        lr = search[f"config.{LR}"].iloc[order] if f"config.{LR}" in search else 0.0
-        records.append(SearchRecord(int(number), {"trial": row.trial}, val, float(lr)))
-    try:
-        return select_best(records).values["trial"]
-    except ValueError:  # no search trial finished
-        return None
-
-
-def _val_curves(study: Study, benchmark: str, trials: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> list[Path]:
+def _val_curves(study: Study, benchmark: str, selections: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> list[Path]:
     if "val_acc" not in epochs:
         return []
     tasks = [s.name for s in study.task_specs if s.benchmark == benchmark]
-    search = trials[trials["phase"] == "search"]
+    selected = {(row.task, row.method): row.trial for row in selections.itertuples(index=False) if not pd.isna(row.trial)}
     columns = min(4, len(tasks))
     rows = -(-len(tasks) // columns)
     figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
     drawn = False
     for axes, task in zip(grid.flat, tasks):
         for entry in study.methods:
-            mine = search[(search["task"] == task) & (search["method"] == entry.key)]
-            if mine.empty:
-                continue
-            best = selected_search_trial(mine, epochs)
+            best = selected.get((task, entry.key))
             if best is None:
                 continue
             curve = epochs[(epochs["trial"] == best) & epochs["val_acc"].notna()]

@@ -1,0 +1,221 @@
+"""provpt run STUDY.yaml [--output DIR] [--dry-run]   (or python -m orchestrator.run)
+
+Runs every pipeline (task x method) of a study: Optuna search on Ray Tune, selection, final
+seeds, all tracked in MLflow. Without a Ray address a local Ray starts in-process; inside
+`ray job submit` (RAY_ADDRESS set) the cluster runs the trials. Re-running the same command
+resumes: finished trials are not run again and no MLflow run is duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.spec.plan import Pipeline, format_plan, make_plan
+from orchestrator.spec.study import Study, StudyError, load_study, redact
+from orchestrator.store.schema import STUDY, STUDY_ARTIFACT
+from provpt_core import check, format_reports
+
+PIPELINES_FILE = "pipelines.json"  # each pipeline's outcome: its selection and final test scores
+
+# Environment of the pipeline processes (where Tune's controllers run) and their trials.
+PIPELINE_ENV = {
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the working dir; every path is absolute anyway
+    "TUNE_GLOBAL_CHECKPOINT_S": "5",  # save experiment state often: a killed driver loses little
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # MLflow holds the results; no CSV/JSON/TB copies
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+}
+
+
+def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--output", type=Path, help="where everything goes (default: the study's output)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost, start nothing")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="show the trials' own output")
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.study)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    output = study.output_dir(args.output)
+    pipelines = make_plan(study)
+    tracking_uri = study.tracking_uri(output)
+    if args.dry_run:
+        print(format_plan(study, pipelines, str(output), redact(tracking_uri)))
+        return 0
+    problems = preflight(study, pipelines)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    try:
+        claim_output(study, output)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_study(study, pipelines, output, tracking_uri, args.num_cpus, args.verbose)
+
+
+def preflight(study: Study, pipelines: list[Pipeline]) -> list[str]:
+    """Everything that can be checked before Ray starts: each task's data and each backbone's
+    weights (`provpt_core.check`), once per task and backbone."""
+    problems: list[str] = []
+    reports = []
+    checked: set[tuple[str, str]] = set()
+    for pipeline in pipelines:
+        config, spec = pipeline.base, pipeline.task
+        if (spec.name, config.backbone.name) in checked:
+            continue
+        checked.add((spec.name, config.backbone.name))
+        if spec.benchmark != "mini" and config.data.root is None:
+            problems.append(f"error: data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder")
+            continue
+        found = check(config, decode_images=study.data.check_images)
+        problems += [f"error: {p}" for p in found.problems if f"error: {p}" not in problems]
+        if found.data is not None and all(r.spec.name != spec.name for r in reports):
+            reports.append(found.data)
+    if any(not r.ok for r in reports):
+        problems.append(format_reports(reports))
+    return problems
+
+
+def claim_output(study: Study, output: Path) -> None:
+    """The output folder belongs to one study: a re-run with other settings would mix results."""
+    output.mkdir(parents=True, exist_ok=True)
+    record = output / STUDY_ARTIFACT
+    dump = study.model_dump(mode="json")
+    if dump["tracking"]["uri"]:
+        dump["tracking"]["uri"] = redact(dump["tracking"]["uri"])
+    settings = json.dumps(dump, indent=2, sort_keys=True)
+    if record.exists() and record.read_text() != settings:
+        raise StudyError(
+            f"{output} holds a run of study '{study.name}' with other settings; resume it with the same "
+            "study file, or give another --output"
+        )
+    record.write_text(settings)
+
+
+def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_uri: str, num_cpus: int | None, verbose: bool) -> int:
+    import optuna
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.execution.pipeline import run_pipeline
+    from orchestrator.execution.progress import PROGRESS_ACTOR, Progress
+    from orchestrator.execution.tuning import PipelineJob
+    from orchestrator.store.tracking import Tracker, code_version
+
+    started_here = not (os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+    if started_here:
+        temp = Path(os.environ.get("PROVPT_RAY_TMP", Path(tempfile.gettempdir()) / f"provpt-ray-{os.getuid()}"))
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp), log_to_driver=verbose)
+    else:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=verbose, ignore_reinit_error=True)
+    print(f"study {study.name}: {len(pipelines)} pipelines on Ray {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+          f"{ray.cluster_resources().get('GPU', 0):g} GPUs; output {output}", flush=True)
+    artifacts = (output / "artifacts").as_uri() if study.tracking.uri is None else None
+    tracker = Tracker(tracking_uri, study.name, artifact_location=artifacts)
+    study_run = tracker.run(study.name, study.name, STUDY, tags={"study": study.name, "code_version": code_version()})
+    tracker.client.log_text(study_run.info.run_id, (output / STUDY_ARTIFACT).read_text(), STUDY_ARTIFACT)
+    optuna_storage = f"sqlite:///{output / 'optuna.db'}"
+    optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
+    actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
+    # The control plane (progress board, pipelines and their Tune controllers) stays on the
+    # driver's node: losing a worker node then costs only the trials it ran, which Tune retries.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = Progress.options(name=actor_name, scheduling_strategy=here).remote()
+    limit = study.max_concurrent_pipelines or default_pipeline_limit(study, ray.cluster_resources())
+    waiting = list(pipelines)
+    running: dict[Any, Pipeline] = {}
+    outcomes: list[dict[str, Any]] = []
+    shown: dict[str, str] = {}
+    start = time.monotonic()
+    while waiting or running:
+        while waiting and len(running) < limit:
+            pipeline = waiting.pop(0)
+            job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
+            ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}, scheduling_strategy=here).remote(job, actor_name)
+            running[ref] = pipeline
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+        for ref in ready:
+            pipeline = running.pop(ref)
+            try:
+                outcomes.append(ray.get(ref))
+            except Exception as err:  # a pipeline's crash is reported, the others go on
+                outcomes.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
+        _print_progress(ray.get(board.snapshot.remote()), shown, start)
+    failed = [o for o in outcomes if "failed" in o]
+    (output / PIPELINES_FILE).write_text(json.dumps(outcomes, indent=2, default=str))
+    tracker.log(study_run.info.run_id, tags={"failed_pipelines": len(failed)})
+    tracker.finish(study_run.info.run_id, failed_reason=f"{len(failed)} pipelines failed" if failed else None)
+    _print_outcomes(outcomes, output, tracking_uri, time.monotonic() - start)
+    ray.kill(board)
+    if started_here:
+        ray.shutdown()
+    write_tables(study, output)
+    return 1 if failed else 0
+
+
+def write_tables(study: Study, output: Path) -> None:
+    """The results tables of the study, from its records; a failure here loses no result."""
+    from orchestrator.report.build import report_line, write_report
+    from orchestrator.report.frames import ResultsError, from_output, to_frames
+
+    folder = output / "results"
+    try:
+        report = write_report(study, to_frames(*from_output(output)), folder)
+    except (ResultsError, StudyError, OSError, ValueError) as err:
+        print(f"warning: the results tables were not written ({err}); the trials are safe: "
+              f"run provpt tables {output}", file=sys.stderr)
+        return
+    print(report_line(study, report, folder, str(output / "records")))
+
+
+def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:
+    """Enough pipelines at once to fill every trial slot, plus one to fill the gaps while
+    another moves between phases; more would only hold memory waiting."""
+    if study.resources.gpu > 0:
+        slots = resources.get("GPU", 0) / study.resources.gpu
+    else:
+        slots = resources.get("CPU", 1) / study.resources.cpu
+    return max(2, int(slots) // study.search.concurrency + 1)
+
+
+def _print_progress(state: dict[str, dict[str, Any]], shown: dict[str, str], start: float) -> None:
+    for pipeline, fields in sorted(state.items()):
+        best = fields.get("best_val") if fields["phase"] == "search" else None
+        line = (
+            f"[{pipeline}] {fields['phase']}: {fields['done']}/{fields['total']} done, {fields['running']} running, "
+            f"{fields['failed']} failed" + (f", best val {best:.3f}" if best is not None else "")
+        )
+        if shown.get(pipeline) != line:
+            shown[pipeline] = line
+            print(f"{time.monotonic() - start:7.0f}s {line}", flush=True)
+
+
+def _print_outcomes(outcomes: list[dict[str, Any]], output: Path, tracking_uri: str, seconds: float) -> None:
+    print(f"\nfinished in {seconds / 60:.1f} min")
+    for outcome in sorted(outcomes, key=lambda o: o["pipeline"]):
+        if "failed" in outcome:
+            print(f"  {outcome['pipeline']:32s} FAILED: {outcome['failed']}")
+            continue
+        tests = outcome["test_acc"]
+        mean = sum(tests) / len(tests)
+        selected = json.dumps(outcome["selected"], sort_keys=True)
+        print(f"  {outcome['pipeline']:32s} test {100 * mean:5.1f} over {len(tests)} seeds; selected {selected}")
+    shown = redact(tracking_uri)
+    print(f"MLflow runs: {shown}  (mlflow ui --backend-store-uri {shown})")
+    print(f"Optuna studies: sqlite:///{output / 'optuna.db'}  (optuna-dashboard sqlite:///{output / 'optuna.db'})")
+    print(f"pipelines: {output / PIPELINES_FILE}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

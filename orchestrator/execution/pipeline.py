@@ -1,0 +1,131 @@
+"""One pipeline (task x method): the search phase, the selection, the final phase.
+
+Runs inside a Ray task that holds no CPU, so pipelines of different tasks run side by side
+and their trials fill the cluster's slots. Each phase is one Tune experiment
+(`execution.tuning`) with a deterministic name: a re-run restores it (finished trials are not
+run again, interrupted ones continue from their checkpoint). The selection is written once,
+into the pipeline's records and its final-phase MLflow run (`store.schema.SelectionRecord`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+
+from orchestrator.execution.selection import LR, SearchRecord, select_best
+from orchestrator.execution.trainable import searched_values
+from orchestrator.execution.tuning import PipelineJob, optuna_name, run_phase
+from orchestrator.spec.plan import planned_trials
+from orchestrator.store.records import RecordFile, close_stray, read_record, record_files, write_selection
+from orchestrator.store.schema import (
+    FAILURE_REASON,
+    OPTUNA_TRIAL_NUMBER,
+    PIPELINE,
+    SelectionRecord,
+    phase_folder,
+    pipeline_key,
+    trial_key,
+)
+from orchestrator.store.tracking import Tracker
+
+NOTHING_SEARCHED = "nothing searched: the method's config as given"
+
+
+@ray.remote(num_cpus=0)
+def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
+    """The pipeline's outcome: its selection and final test scores, or why it failed."""
+    pipeline, study = job.pipeline, job.study
+    tracker = Tracker(job.tracking_uri, study.name)
+    tags = {"study": study.name, "task": pipeline.task.name, "group": pipeline.task.group, "method": pipeline.method.key}
+    selection = SelectionRecord(study.name, pipeline.task.name, pipeline.method.key, None, {}, None, NOTHING_SEARCHED)
+    if pipeline.method.search:
+        run = _phase_run(tracker, job, "search", tags)
+        results = list(run_phase(job, "search", run.info.run_id, pipeline.base, progress_actor))
+        missing = planned_trials(study, pipeline.method, "search") - len(results)
+        if missing > 0:  # a driver killed between a suggestion and Tune's save loses that trial
+            results += run_phase(job, "search", run.info.run_id, pipeline.base, progress_actor, samples=missing, suffix="topup")
+        _close_stray_trials(tracker, run.info.run_id, job, "search")
+        _settle_optuna_trials(tracker, run.info.run_id, job)
+        try:
+            best = select_best(search_records(job, results))
+        except ValueError as err:
+            tracker.finish(run.info.run_id, failed_reason=str(err))
+            return {"pipeline": pipeline.key, "failed": str(err)}
+        selection = SelectionRecord(
+            study.name, pipeline.task.name, pipeline.method.key, best.trial, best.values, best.val_acc, best.reason
+        )
+        tracker.log(run.info.run_id, {"best_val_acc": best.val_acc})
+        tracker.finish(run.info.run_id)
+    write_selection(job.output, selection)
+    run = _phase_run(tracker, job, "final", tags)
+    tracker.log(run.info.run_id, params={f"selected.{k}": v for k, v in selection.values.items()}, tags=selection.tags())
+    results = run_phase(job, "final", run.info.run_id, pipeline.base.override(selection.values), progress_actor)
+    _close_stray_trials(tracker, run.info.run_id, job, "final")
+    tests = [r.metrics.get("test_acc") for r in results if r.error is None and r.metrics.get("test_acc") is not None]
+    outcome = {"pipeline": pipeline.key, "selected": selection.values, "reason": selection.reason, "test_acc": tests}
+    if tests:
+        spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        tracker.log(run.info.run_id, {"test_acc_mean": statistics.mean(tests), "test_acc_std": spread})
+        tracker.finish(run.info.run_id)
+    else:
+        outcome["failed"] = "no final trial finished"
+        tracker.finish(run.info.run_id, failed_reason=outcome["failed"])
+    return outcome
+
+
+def _phase_run(tracker: Tracker, job: PipelineJob, phase: str, tags: dict[str, Any]):
+    pipeline = job.pipeline
+    key = pipeline_key(job.study.name, pipeline.task.name, pipeline.method.key, phase)
+    return tracker.run(key, f"{pipeline.key}/{phase}", PIPELINE, parent=job.study_run_id, tags={**tags, "phase": phase})
+
+
+def search_records(job: PipelineJob, results) -> list[SearchRecord]:
+    """The search trials as the selection sees them: failed ones (diverged, errored) carry no score."""
+    pipeline = job.pipeline
+    records = []
+    for number, result in enumerate(results):
+        values = searched_values(dict(result.config))
+        metrics = result.metrics or {}
+        failed = result.error is not None or metrics.get("failed") == 1
+        key = trial_key(job.study.name, pipeline.task.name, pipeline.method.key, "search", None, metrics.get("trial_id", ""))
+        lr = values.get(LR, pipeline.base.train.lr)
+        records.append(SearchRecord(number, key, values, None if failed else metrics.get("val_acc"), lr))
+    return records
+
+
+def _close_stray_trials(tracker: Tracker, parent_id: str, job: PipelineJob, phase: str) -> None:
+    """Trials left RUNNING once their phase is over: stopped early by the scheduler, or
+    errored past their retries. Closed as KILLED in MLflow and in their records."""
+    reason = "stopped: early stopping or repeated errors"
+    close_stray(_records(job, phase), reason)
+    for run in tracker.children(parent_id):
+        if run.info.status == "RUNNING":
+            tracker.client.set_tag(run.info.run_id, FAILURE_REASON, reason)
+            tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _records(job: PipelineJob, phase: str) -> Path:
+    return phase_folder(job.output, job.pipeline.task.name, job.pipeline.method.key, phase)
+
+
+def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
+    """Tag each search trial run with its Optuna trial number (matched by the sampled values);
+    Optuna trials left RUNNING by a killed driver are marked failed."""
+    study = optuna.load_study(study_name=optuna_name(job), storage=job.optuna_storage)
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    numbers = {json.dumps(t.params, sort_keys=True): t.number for t in study.trials}
+    for path in record_files(_records(job, "search")):
+        number = numbers.get(read_record(path).tags.get("searched", ""))
+        if number is not None:
+            RecordFile(path).tags({OPTUNA_TRIAL_NUMBER: number})
+    for run in tracker.children(parent_id):
+        number = numbers.get(run.data.tags.get("searched", ""))
+        if number is not None:
+            tracker.client.set_tag(run.info.run_id, OPTUNA_TRIAL_NUMBER, number)

@@ -1,0 +1,1 @@
+"""What the results say: parquet frames, scores, statistics, coverage, cost, tables and figures."""

@@ -1,0 +1,132 @@
+"""provpt tables STUDY.yaml | OUTPUT_FOLDER [--from-mlflow URI]
+
+Turns a study's trials into tables for a paper, under ``<output>/results``:
+``trials/epochs/distributions/selections.parquet`` (schema in `report.frames`); in ``tables/``
+one table per benchmark (VTAB-1k with its group means and both averages, FGVC, the mini
+benchmark) with the published numbers and our difference to them, the ablation table of an
+ablation study, the comparison with a baseline (Wilcoxon signed-rank across tasks), what each
+pipeline selected, the coverage (what is done, running, failed or missing) and the cost, each
+in Markdown, LaTeX and CSV; and the figures in ``figures/`` (PNG and PDF). Read from the output
+folder's records by default, or from an MLflow tracking server: both give the same tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.report.coverage import STATES, cost_note, cost_table, coverage, trial_hours
+from orchestrator.report.frames import Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
+from orchestrator.report.model import Table
+from orchestrator.report.published import PublishedNumber, load_published
+from orchestrator.report.render import write_table, write_text
+from orchestrator.report.scores import Scores
+from orchestrator.report.statistics import compare
+from orchestrator.report.tables import ablation_table, benchmark_table, selection_table
+from orchestrator.spec.study import Study, StudyError, load_study, redact
+from orchestrator.store.schema import STUDY_ARTIFACT
+
+
+@dataclass
+class Report:
+    tables: dict[str, Table]
+    coverage: pd.DataFrame
+    files: list[Path]
+
+
+def build_tables(study: Study, results: Results, baseline: str | None = None, published: list[PublishedNumber] | None = None) -> tuple[dict[str, Table], pd.DataFrame]:
+    """Every table of a study's results (nothing written)."""
+    published = load_published() if published is None else published
+    scores = Scores(results.trials, study)
+    readout = Scores(results.trials, study, "best_late_test_acc")
+    methods = [m.key for m in study.methods]
+    baseline = baseline or ("vpt_deep" if "vpt_deep" in methods else methods[0])
+    if baseline not in methods:
+        raise StudyError(f"--baseline: '{baseline}' is not a method of study {study.name} ({', '.join(methods)})")
+    tables: dict[str, Table] = {}
+    benchmarks = list(dict.fromkeys(s.benchmark for s in study.task_specs))
+    for benchmark in benchmarks:
+        comparison, flags = compare(study, scores, baseline, benchmark)
+        tables[benchmark] = benchmark_table(study, scores, benchmark, published, flags, readout)
+        if len(methods) > 1:
+            tables[comparison.name] = comparison
+    if study.ablation is not None:
+        tables["ablation"] = ablation_table(study, scores)
+    hours = trial_hours(results.trials, results.epochs)
+    for benchmark in benchmarks:
+        cost_note(tables[benchmark], hours)
+    tables["selections"] = selection_table(study, results.selections)
+    tables["coverage"], frame = coverage(study, results.trials)
+    tables["cost"] = cost_table(study, hours)
+    return tables, frame
+
+
+def write_report(study: Study, results: Results, folder: Path, baseline: str | None = None, figures: bool = True) -> Report:
+    """Parquet, tables and figures of a study's results under `folder`."""
+    from orchestrator.report.figures import write_figures
+
+    tables, frame = build_tables(study, results, baseline)
+    files = list(write_parquet(results, folder).values())
+    table_folder = folder / "tables"
+    table_folder.mkdir(parents=True, exist_ok=True)
+    for table in tables.values():
+        files += write_table(table, table_folder, latex=table.name not in ("coverage", "cost", "selections"))
+    coverage_csv = table_folder / "coverage_trials.csv"
+    write_text(coverage_csv, frame.to_csv(index=False))
+    files.append(coverage_csv)
+    if figures:
+        files += write_figures(study, results, folder / "figures")
+    return Report(tables, frame, files)
+
+
+def load_target(target: Path) -> tuple[Study, Path]:
+    """A study file (its output folder as configured) or an output folder (its study.json)."""
+    if target.is_dir():
+        record = target / STUDY_ARTIFACT
+        if not record.exists():
+            raise StudyError(f"{target}: not a study's output folder (no study.json); give the study file instead")
+        study = Study.model_validate(json.loads(record.read_text()))
+        return study, target.resolve()
+    study = load_study(target)
+    return study, study.output_dir()
+
+
+def main(argv: list[str] | None = None, prog: str = "provpt tables") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
+    parser.add_argument("target", type=Path, help="a study file, or a study's output folder")
+    parser.add_argument("--from-mlflow", metavar="URI", help="read the trials from this MLflow tracking URI")
+    parser.add_argument("--output", type=Path, help="the study's output folder, when a study file is given")
+    parser.add_argument("--out", type=Path, help="where the results go (default: <output>/results)")
+    parser.add_argument("--baseline", help="the method the others are tested against (default: vpt_deep if run)")
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        study, output = load_target(args.target)
+        if args.output:
+            output = args.output.resolve()
+        recorded = from_mlflow(args.from_mlflow, study.name) if args.from_mlflow else from_output(output)
+        report = write_report(study, to_frames(*recorded), args.out or output / "results", args.baseline, not args.no_figures)
+    except (StudyError, ResultsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    source = redact(args.from_mlflow) if args.from_mlflow else str(output / "records")
+    print(report_line(study, report, args.out or output / "results", source))
+    return 0
+
+
+def report_line(study: Study, report: Report, folder: Path, source: str) -> str:
+    counts = report.coverage["state"].value_counts()
+    state = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
+    return (
+        f"results of study {study.name} (from {source}): {len(report.coverage)} planned trials: {state}\n"
+        f"tables, parquet and figures: {folder} ({len(report.files)} files; tables/{next(iter(report.tables))}.md first)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

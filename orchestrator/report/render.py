@@ -1,0 +1,82 @@
+"""A table as Markdown, LaTeX and long-form CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.report.frames import replace_atomically
+from orchestrator.report.model import FLAG, Table
+
+
+def to_markdown(table: Table) -> str:
+    header = ["", *(c.title for c in table.columns)]
+    lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.rows:
+        label = f"*{row.label}*" if row.kind in ("published", "delta", "readout") else row.label
+        lines.append("| " + " | ".join([label, *(row.cells[c.id].text() for c in table.columns)]) + " |")
+    lines += ["", *table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: Table) -> str:
+    def tex(text: str) -> str:
+        for raw, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+            text = text.replace(raw, escaped)
+        return text.replace("±", r"$\pm$").replace("−", "$-$").replace(FLAG, r"$^\dagger$")
+
+    spec = "l" + "r" * len(table.columns)
+    lines = [
+        "% " + table.title,
+        r"\begin{tabular}{" + spec + "}",
+        r"\toprule",
+        " & ".join(["", *(tex(c.title) for c in table.columns)]) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        label = tex(row.label) if row.kind not in ("published", "delta", "readout") else r"\quad\textit{" + tex(row.label) + "}"
+        lines.append(" & ".join([label, *(tex(row.cells[c.id].text()) for c in table.columns)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", *("% " + n for n in table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["table", "row", "kind", "method", "column", "title", "value", "std", "seeds", "state", "note", "grade", "text"]
+
+
+def to_frame(table: Table) -> pd.DataFrame:
+    """The table in long form, one row per cell, numbers as numbers."""
+    records = [
+        {
+            "table": table.name,
+            "row": row.label,
+            "kind": row.kind,
+            "method": row.method,
+            "column": column.id,
+            "title": column.title,
+            "value": cell.value,
+            "std": cell.std,
+            "seeds": cell.seeds,
+            "state": cell.state,
+            "note": cell.note,
+            "grade": cell.grade,
+            "text": cell.text(),
+        }
+        for row in table.rows
+        for column in table.columns
+        for cell in [row.cells[column.id]]
+    ]
+    return pd.DataFrame(records, columns=CSV_COLUMNS)
+
+
+def write_table(table: Table, folder: Path, latex: bool = True) -> list[Path]:
+    paths = [folder / f"{table.name}.md", folder / f"{table.name}.csv"] + ([folder / f"{table.name}.tex"] if latex else [])
+    write_text(paths[0], to_markdown(table))
+    write_text(paths[1], to_frame(table).to_csv(index=False, float_format="%.10g"))
+    if latex:
+        write_text(paths[2], to_latex(table))
+    return paths
+
+
+def write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))

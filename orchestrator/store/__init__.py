@@ -1,0 +1,1 @@
+"""Where results are kept: MLflow runs and the output folder's records, agreeing through `schema`."""
