@@ -10,6 +10,7 @@ from provpt_core import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = (REPO / "tests" / "studies" / "micro.yaml").read_text()
+LINEAR_TRIAL = "    trial: {train: {head_lr: null}}"
 
 
 def _write(tmp_path, text: str) -> Path:
@@ -37,7 +38,7 @@ def _write(tmp_path, text: str) -> Path:
         (("data: {cache_dir: \"${PROVPT_CACHE}\"}", "data: {cache_dir: \"${PROVPT_NOT_SET_ANYWHERE}\"}"),
          "data.cache_dir: environment variable PROVPT_NOT_SET_ANYWHERE is not set"),
         (("name: micro", "name: micro\ntasks: [a"), "not valid YAML"),
-        (("  - name: linear", "  - name: linear\n    trial: {train: {optimizr: adamw}}"),
+        ((LINEAR_TRIAL, "    trial: {train: {head_lr: null, optimizr: adamw}}"),
          "methods[0] (linear): train.optimizr: unknown field"),
     ],
 )
@@ -75,19 +76,19 @@ def test_plan_and_dry_run(tmp_path, monkeypatch):
 
 def test_a_method_overrides_the_trial_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
-    text = MICRO.replace("  - name: linear", "  - name: linear\n    trial: {train: {optimizer: adamw, lr: 0.001}}", 1)
+    text = MICRO.replace(LINEAR_TRIAL, "    trial: {train: {head_lr: null, optimizer: adamw, lr: 0.001}}", 1)
     study = load_study(_write(tmp_path, text))
     linear, provpt = study.methods
     task = study.task_specs[0]
     mine, other = study.trial_config(linear, task).train, study.trial_config(provpt, task).train
-    assert (mine.epochs, mine.batch_size, mine.head_lr, mine.optimizer, mine.lr) == (2, 100, 0.1, "adamw", 0.001)
+    assert (mine.epochs, mine.batch_size, mine.head_lr, mine.optimizer, mine.lr) == (2, 100, None, "adamw", 0.001)
     assert (other.epochs, other.batch_size, other.head_lr, other.optimizer, other.lr) == (2, 100, 0.1, "sgd", TrainConfig().lr)
 
 
 def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
     text = MICRO.replace("methods:", "recipe: published\nmethods:").replace(
-        "  - name: linear", "  - name: linear\n    trial: {train: {batch_size: 50}}", 1
+        LINEAR_TRIAL, "    trial: {train: {head_lr: null, batch_size: 50}}", 1
     )
     study = load_study(_write(tmp_path, text))
     linear, provpt = study.methods
@@ -96,7 +97,7 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
     assert vpt.recipe == "vpt" and vpt.train.optimizer == "sgd" and vpt.train.grad_clip is None
     assert vpt.train.warmup_from_zero and vpt.train.no_decay == "head_bias" and vpt.train.schedule == "cosine"
     assert vpt.train.batch_size == 50  # the method's own trial section wins over its recipe
-    assert vpt.train.head_lr == 0.1  # the study's trial section lies under the recipe
+    assert vpt.train.head_lr is None and vpt.train.epochs == 100  # the recipe over the study's trial section
     reference = study.trial_config(provpt, task)
     assert reference.recipe == "provpt" and reference.train.precision == "fp32"
     assert reference.train.lr == 2.5 and reference.train.schedule == "constant" and reference.train.grad_clip == 0.25
@@ -116,6 +117,20 @@ def test_a_method_without_a_sourced_recipe_is_refused_by_name(tmp_path, monkeypa
     text = MICRO.replace("methods:", "recipe: published\nmethods:").replace("  - name: linear", "  - name: lora", 1)
     path = _write(tmp_path, text)
     with pytest.raises(StudyError, match=r"methods\[0\]\.recipe: no published recipe is sourced for method 'lora'"):
+        load_study(path)
+
+
+def test_a_search_that_changes_nothing_is_refused(tmp_path, monkeypatch):
+    """The linear probe trains only its head: with train.head_lr set, its train.lr search is a no-op."""
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    no_op = MICRO.replace("    trial: {train: {head_lr: null}}  # the probe's head trains at the searched lr\n", "", 1)
+    with pytest.raises(StudyError, match=r"methods\[0\]\.search\.train\.lr: linear trains only its head, at train\.head_lr=0\.1"):
+        load_study(_write(tmp_path, no_op))
+    linear = load_study(_write(tmp_path, MICRO)).methods[0]
+    assert linear.trial == {"train": {"head_lr": None}}
+    for path in (REPO / "studies").rglob("*.yaml"):  # every shipped study searches what it trains
+        monkeypatch.setenv("VTAB_ROOT", "/data/vtab-1k")
+        monkeypatch.setenv("FGVC_ROOT", "/data/fgvc")
         load_study(path)
 
 

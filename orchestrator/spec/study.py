@@ -290,9 +290,21 @@ def _check_trials(study: Study, path: Path) -> None:
         for task in study.task_specs:
             try:
                 base = study.trial_config(method, task)
+                _check_searched_lr(study, i, method, base, path)
                 for values in corner_values(method.search):
                     base.override(values)
             except ConfigError as err:
                 raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
         if len({m.key for m in study.methods}) != len(study.methods):
             raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")
+
+
+def _check_searched_lr(study: Study, index: int, method: MethodEntry, base: TrialConfig, path: Path) -> None:
+    """A method on frozen features trains only its head, at `train.head_lr` when that is set:
+    a search over `train.lr` would then change nothing."""
+    if "train.lr" in method.search and METHODS[method.name].frozen_features and base.train.head_lr is not None:
+        raise StudyError(
+            f"{path}: methods[{index}].search.train.lr: {method.key} trains only its head, at train.head_lr="
+            f"{base.train.head_lr:g}, so searching train.lr changes nothing; give this method "
+            "trial: {train: {head_lr: null}} (its head then trains at the searched lr), or search train.head_lr"
+        )
