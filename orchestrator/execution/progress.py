@@ -45,7 +45,8 @@ class ProgressCallback(tune.Callback):
 
     def _send(self, trials: list) -> None:
         self.last = time.monotonic()
-        scores = [t.last_result.get("val_acc") for t in trials if t.last_result]
+        # an epoch without evaluation repeats a placeholder val score (`val_evaluated` 0): not a score
+        scores = [t.last_result.get("val_acc") for t in trials if t.last_result and t.last_result.get("val_evaluated", 1)]
         scores = [s for s in scores if isinstance(s, (int, float)) and not math.isnan(s)]
         fields = {
             "phase": self.phase,
