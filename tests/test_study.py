@@ -148,6 +148,24 @@ def test_an_unset_root_is_asked_for_before_ray_starts(tmp_path, monkeypatch):
     assert len(problems) == len(study.task_specs)  # once per task, not once per method
 
 
+def test_the_preflight_names_missing_weights_once_and_tables_the_data_problems(tmp_path, monkeypatch):
+    from fixtures import make_vtab_task
+
+    from orchestrator.execution.driver import preflight
+
+    make_vtab_task(tmp_path / "vtab", "kitti")  # dtd is missing
+    text = MICRO.replace("tasks: [mini_count, mini_loc]", "tasks: [kitti, dtd]").replace(
+        "backbone: {name: provpt_tiny_patch8_32}",
+        f"backbone: {{name: provpt_tiny_patch8_32, weights: {tmp_path / 'gone.safetensors'}}}\n"
+        f"data: {{roots: {{vtab1k: {tmp_path / 'vtab'}}}}}",
+    ).replace('data: {cache_dir: "${PROVPT_CACHE}"}\n', "")
+    study = load_study(_write(tmp_path, text))
+    problems = preflight(study, make_plan(study))
+    assert len(problems) == 2, problems  # the weights once for 4 pipelines, then one data table
+    assert problems[0].startswith("error: backbone.weights: ") and "gone.safetensors does not exist" in problems[0]
+    assert "kitti" in problems[1] and "dtd: missing folder" in problems[1]
+
+
 def test_shipped_studies_load(monkeypatch):
     monkeypatch.setenv("VTAB_ROOT", "/data/vtab-1k")
     monkeypatch.setenv("FGVC_ROOT", "/data/fgvc")

@@ -66,25 +66,26 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
 
 def preflight(study: Study, pipelines: list[Pipeline]) -> list[str]:
     """Everything that can be checked before Ray starts: each task's data and each backbone's
-    weights (`provpt_core.check`), once per task and backbone."""
-    problems: list[str] = []
-    reports = []
-    checked: set[tuple[str, str]] = set()
+    weights (`provpt_core.check`), once per distinct (task, backbone, root)."""
+    problems: dict[str, None] = {}  # ordered, each sentence once
+    reports = {}
+    checked = set()
     for pipeline in pipelines:
         config, spec = pipeline.base, pipeline.task
-        if (spec.name, config.backbone.name) in checked:
+        key = (spec.name, repr(config.backbone), config.data.root)
+        if key in checked:
             continue
-        checked.add((spec.name, config.backbone.name))
+        checked.add(key)
         if spec.benchmark != "mini" and config.data.root is None:
-            problems.append(f"error: data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder")
+            problems[f"error: data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder"] = None
             continue
         found = check(config, decode_images=study.data.check_images)
-        problems += [f"error: {p}" for p in found.problems if f"error: {p}" not in problems]
-        if found.data is not None and all(r.spec.name != spec.name for r in reports):
-            reports.append(found.data)
-    if any(not r.ok for r in reports):
-        problems.append(format_reports(reports))
-    return problems
+        problems.update(dict.fromkeys(f"error: {p}" for p in found.problems))
+        if found.data is not None:
+            reports.setdefault((spec.name, config.data.root), found.data)
+    if any(not r.ok for r in reports.values()):
+        problems[format_reports(list(reports.values()))] = None
+    return list(problems)
 
 
 def claim_output(study: Study, output: Path) -> None:
