@@ -46,7 +46,7 @@ def _study(path: Path) -> Path:
         "data": {"cache_dir": "${PROVPT_CACHE}"},
         "trial": {"train": {"epochs": EPOCHS, "batch_size": 100, "head_lr": 0.1}},
         "methods": [
-            {"name": "linear", "search": {"train.lr": {"low": 0.05, "high": 0.5, "log": True}}},
+            {"name": "linear", "trial": {"train": {"head_lr": None}}, "search": {"train.lr": {"low": 0.05, "high": 0.5, "log": True}}},
             {"name": "provpt", "config": {"num_prompts": 1}, "search": {"train.lr": {"low": 0.05, "high": 0.5, "log": True}}},
         ],
         "resources": {"cpu": 1},
@@ -133,7 +133,14 @@ def submitted(cluster):
     worker_id = next(n["NodeID"] for n in _nodes(env, cluster["head"].gcs_address) if n["NodeManagerPort"] == cluster["worker"].node_manager_port)
     deadline = time.monotonic() + JOB_TIMEOUT
     victim = None
+    checked = time.monotonic()
     while victim is None and time.monotonic() < deadline:  # a PRO-VPT trial running on the second node
+        if time.monotonic() - checked > 10:  # a job that failed (e.g. a refused study) fails the test now
+            checked = time.monotonic()
+            status = _ray(env, "job", "status", job, "--address", cluster["dashboard"])
+            if "FAILED" in status.stdout:
+                logs = _ray(env, "job", "logs", job, "--address", cluster["dashboard"])
+                pytest.fail(f"the job failed before a trial ran on the second node:\n{logs.stdout[-3000:]}")
         for record in _records(output):
             if (record["tags"].get("ray_node_id") == worker_id and record["status"] == "RUNNING"
                     and record["tags"]["method"] == "provpt" and 1 <= len(record["epochs"]) < EPOCHS - 1):
