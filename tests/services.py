@@ -91,7 +91,7 @@ def wait_for(check, what: str, service: Service | None = None, timeout: float = 
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, subprocess.SubprocessError):  # refused, or a probe that hung: not ready yet
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{what}: not ready after {timeout:.0f} s\n{service.tail() if service else ''}")

@@ -90,7 +90,8 @@ def cluster():
         head, ports = start_ray_node(root / "h", env)
         started.append(head.service)
         dashboard = f"http://127.0.0.1:{ports['dashboard']}"
-        wait_for(lambda: _ray(env, "job", "list", "--address", dashboard).returncode == 0, "ray head", head.service)
+        # a busy machine may take minutes, and an early `ray job list` may hang: probe again
+        wait_for(lambda: _ray(env, "job", "list", "--address", dashboard, timeout=30).returncode == 0, "ray head", head.service, timeout=300)
         worker, _ = start_ray_node(root / "w", env, head)
         started.append(worker.service)
         wait_for(lambda: len([n for n in _nodes(env, head.gcs_address) if n["Alive"]]) == 2, "second ray node", worker.service)
