@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,15 +182,9 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     log.start(key, tags, config)
     checkpoint = tune.get_checkpoint()
     try:
-        if checkpoint is None:
-            result = fit(config, callbacks=[TuneReporter(log, context.checkpoint_every)])
-        else:
-            with checkpoint.as_directory() as saved:
-                result = fit(
-                    config,
-                    callbacks=[TuneReporter(log, context.checkpoint_every)],
-                    resume_from=Path(saved) / CHECKPOINT_FILE,
-                )
+        with checkpoint.as_directory() if checkpoint is not None else nullcontext() as saved:
+            resume_from = Path(saved) / CHECKPOINT_FILE if saved is not None else None
+            result = fit(config, callbacks=[TuneReporter(log, context.checkpoint_every)], resume_from=resume_from)
     except DivergedError as err:
         log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
