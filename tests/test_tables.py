@@ -399,3 +399,21 @@ def test_a_selection_reads_the_same_from_both_stores_and_is_tabled(tmp_path):
     assert table.cell("vpt_shallow", "dtd").text() == "train.lr=0.123 (71.2)"
     assert table.cell("vpt_shallow", "cifar").text() == "as configured"
     assert table.cell("provpt", "dtd").text() == "missing"
+
+
+def test_placement_table_compares_distributions_within_and_across_tasks():
+    trials = _fixture_trials()
+    # provpt's final distributions (12 blocks, 12 prompts): cifar seeds at blocks {0: 12} and {0: 10, 1: 2};
+    # dtd and eurosat seeds all at {5: 12}.
+    placements = {("cifar", 1): {0: 12}, ("cifar", 2): {0: 10, 1: 2}}
+    for trial in trials:
+        if trial.tags["method"] == "provpt" and trial.status == "FINISHED":
+            counts = placements.get((trial.tags["task"], int(trial.tags["seed"])), {5: 12})
+            trial.distributions = [(0, b, 1) for b in range(12)] + [(3, b, counts.get(b, 0)) for b in range(12)]
+    table = build_tables(_study(), to_frames(trials))[0]["placement"]
+    assert [r.label for r in table.rows] == ["provpt"]  # vpt_deep and linear record no placement
+    # within: cifar 4, dtd 0, eurosat 0 -> 4/3; across: 12 cross-task pairs, cifar-vs-other 24 each (8 pairs),
+    # dtd-vs-eurosat 0 (4 pairs) -> 192/12
+    assert table.cell("provpt", "within").value == pytest.approx(4 / 3)
+    assert table.cell("provpt", "across").value == pytest.approx(16.0)
+    assert table.cell("provpt", "ratio").value == pytest.approx(12.0)

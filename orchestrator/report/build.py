@@ -27,7 +27,7 @@ from orchestrator.report.published import PublishedNumber, load_published
 from orchestrator.report.render import write_table, write_text
 from orchestrator.report.scores import Scores
 from orchestrator.report.statistics import compare
-from orchestrator.report.tables import ablation_table, benchmark_table, selection_table
+from orchestrator.report.tables import ablation_table, benchmark_table, placement_table, selection_table
 from orchestrator.spec.study import Study, StudyError, load_study, redact
 from orchestrator.store.schema import STUDY_ARTIFACT
 
@@ -60,6 +60,9 @@ def build_tables(study: Study, results: Results, baseline: str | None = None, pu
     hours = trial_hours(results.trials, results.epochs)
     for benchmark in benchmarks:
         cost_note(tables[benchmark], hours)
+    placement = placement_table(study, results)
+    if placement is not None:
+        tables["placement"] = placement
     tables["selections"] = selection_table(study, results.selections)
     tables["coverage"], frame = coverage(study, results.trials)
     tables["cost"] = cost_table(study, hours)
@@ -75,7 +78,7 @@ def write_report(study: Study, results: Results, folder: Path, baseline: str | N
     table_folder = folder / "tables"
     table_folder.mkdir(parents=True, exist_ok=True)
     for table in tables.values():
-        files += write_table(table, table_folder, latex=table.name not in ("coverage", "cost", "selections"))
+        files += write_table(table, table_folder, latex=table.name not in ("coverage", "cost", "selections", "placement"))
     coverage_csv = table_folder / "coverage_trials.csv"
     write_text(coverage_csv, frame.to_csv(index=False))
     files.append(coverage_csv)

@@ -1,8 +1,9 @@
 """The results figures (PNG and PDF): where each method put its prompts, how PRO-VPT moved
 them over a trial, and validation curves.
 
-- ``distribution_<method>``: tasks x blocks, the prompts per block at the end of the final
-  trials (mean over seeds);
+- ``distribution_<method>``: final trials (task, seed) x blocks, the prompts per block at the
+  end, so the spread between seeds of a task can be seen beside the spread between tasks (the
+  ``placement`` table puts numbers on both);
 - ``trace_<task>_<method>``: blocks x epochs, one final trial's distribution after every
   relocation (the lowest finished seed);
 - ``val_curves_<benchmark>``: per task, each method's selected search trial's val accuracy per
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report.frames import Results
+from orchestrator.report.tables import final_distributions
 from orchestrator.spec.study import Study
 
 FORMATS = ("png", "pdf")
@@ -29,12 +31,13 @@ METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer":
 
 def write_figures(study: Study, results: Results, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    files = []
     trials = results.trials
     finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    files = []
-    final_distributions = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
-    for method, part in final_distributions.groupby("method", sort=False):
-        files += _distribution_heatmap(study, method, part, folder)
+    every_epoch = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
+    last = final_distributions(results)
+    for method, part in every_epoch.groupby("method", sort=False):
+        files += _distribution_heatmap(study, method, last[last["method"] == method], folder)
         files += _traces(method, part, folder)
     for benchmark in dict.fromkeys(s.benchmark for s in study.task_specs):
         files += _val_curves(study, benchmark, results.selections, results.epochs, folder)
@@ -51,20 +54,22 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _distribution_heatmap(study: Study, method: str, part: pd.DataFrame, folder: Path) -> list[Path]:
-    tasks = [s.name for s in study.task_specs if s.name in set(part["task"])]
-    last = part[part["epoch"] == part.groupby("trial")["epoch"].transform("max")]
-    blocks = int(last["block"].max()) + 1
-    grid = np.zeros((len(tasks), blocks))
-    for row, task in enumerate(tasks):
-        mean = last[last["task"] == task].groupby("block")["count"].mean()
-        grid[row, mean.index.astype(int)] = mean.to_numpy(dtype=float)
-    figure, axes = plt.subplots(figsize=(0.5 * blocks + 2, 0.35 * len(tasks) + 1.5))
-    image = axes.imshow(grid, cmap="viridis", aspect="auto")
+def _distribution_heatmap(study: Study, method: str, last: pd.DataFrame, folder: Path) -> list[Path]:
+    order = {s.name: i for i, s in enumerate(study.task_specs)}
+    grid = last.pivot_table(index=["task", "seed"], columns="block", values="count", aggfunc="first").fillna(0)
+    grid = grid.sort_index(key=lambda level: level.map(order) if level.name == "task" else level)
+    blocks = int(grid.columns.max()) + 1
+    grid = grid.reindex(columns=range(blocks), fill_value=0)
+    figure, axes = plt.subplots(figsize=(0.5 * blocks + 2.5, 0.22 * len(grid) + 1.5))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
     axes.set_xticks(range(blocks), [str(b + 1) for b in range(blocks)])
-    axes.set_yticks(range(len(tasks)), tasks)
+    axes.set_yticks(range(len(grid)), [f"{task} s{int(seed)}" for task, seed in grid.index], fontsize=7)
+    tasks = grid.index.get_level_values("task")
+    for row in range(1, len(grid)):
+        if tasks[row] != tasks[row - 1]:
+            axes.axhline(row - 0.5, color="white", linewidth=1.5)
     axes.set_xlabel("block")
-    axes.set_title(f"{method}: prompts per block at the end (mean over seeds)")
+    axes.set_title(f"{method}: prompts per block at the end of each final trial (task, seed)")
     figure.colorbar(image, ax=axes, label="prompts")
     return _save(figure, folder, f"distribution_{method}")
 

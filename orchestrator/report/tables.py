@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from orchestrator.report.model import FLAG, Cell, Column, Row, Table, task_columns
@@ -179,3 +180,46 @@ def selection_table(study: Study, selections: pd.DataFrame) -> Table:
 
 def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def final_distributions(results) -> pd.DataFrame:
+    """Prompts per block at the end of each finished final trial: trial, task, method, seed, block, count."""
+    trials = results.trials
+    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
+    part = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
+    return part[part["epoch"] == part.groupby("trial")["epoch"].transform("max")]
+
+
+def placement_table(study: Study, results) -> Table | None:
+    """How far apart the learned prompt distributions are: between seeds of one task vs between tasks.
+
+    The mean pairwise L1 distance (in prompts) of the final trials' prompts-per-block vectors; a
+    method that learns task-specific placements has `across` well above `within`.
+    """
+    last = final_distributions(results)
+    columns = [Column("within", "Within a task (between seeds)"), Column("across", "Across tasks"), Column("ratio", "Across / within")]
+    table = Table("placement", "Learned prompt placement: mean pairwise L1 distance of the final distributions (prompts)", columns)
+    for entry in study.methods:
+        mine = last[last["method"] == entry.key]
+        if mine.empty:
+            continue
+        vectors = mine.pivot_table(index=["task", "trial"], columns="block", values="count", aggfunc="first").fillna(0)
+        tasks = vectors.index.get_level_values("task").to_numpy()
+        matrix = vectors.to_numpy(dtype=float)
+        distance = np.abs(matrix[:, None, :] - matrix[None, :, :]).sum(-1)
+        upper = np.triu(np.ones_like(distance, dtype=bool), k=1)
+        same = tasks[:, None] == tasks[None, :]
+        within, across = distance[upper & same], distance[upper & ~same]
+        if not across.size or not across.any():  # one task, or a fixed placement: nothing learned to compare
+            continue
+        cells = {
+            "within": Cell(float(within.mean()) if within.size else None, state="ok" if within.size else "n/a", note=f"{within.size} pairs", digits=2),
+            "across": Cell(float(across.mean()), note=f"{across.size} pairs", digits=2),
+        }
+        ratio = cells["across"].value / cells["within"].value if within.size and within.mean() > 0 else None
+        cells["ratio"] = Cell(ratio, state="ok" if ratio is not None else "n/a", digits=2)
+        table.rows.append(Row(entry.key, "ours", entry.key, cells))
+    if not table.rows:
+        return None
+    table.notes.append("Final trials, prompts per block after the last epoch; pairs of trials of one task (seeds) vs of two tasks.")
+    return table

@@ -98,9 +98,11 @@ TASKS: tuple[TaskSpec, ...] = (
     _fgvc("stanford_dogs", "StanfordDogs", "Images", 120, (10800, 1200, 8580), "dogs", "stanforddogs"),
     _fgvc("stanford_cars", "StanfordCars", "", 196, (7329, 815, 8041), "cars", "stanfordcars"),
     _mini("mini_digits", "Natural", 10, 797),
+    _mini("mini_texture", "Specialized", 8, 1000),
     _mini("mini_count", "Structured", 6, 1000),
     _mini("mini_loc", "Structured", 8, 1000),
     _mini("mini_ori", "Structured", 4, 1000),
+    _mini("mini_dist", "Structured", 4, 1000),
 )
 
 VTAB_GROUPS = ("Natural", "Specialized", "Structured")

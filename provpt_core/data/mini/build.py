@@ -1,4 +1,4 @@
-"""The mini benchmark: four VTAB-1k-style tasks that a CPU trains on in seconds.
+"""The mini benchmark: six VTAB-1k-style tasks, in all three groups, that a CPU trains on in seconds.
 
 Built on first use, deterministically, into ``<cache>/mini-v<VERSION>/`` in exactly the VTAB-1k
 folder format (train800 / val200 / train800val200 / test file lists and images), so the same
@@ -6,11 +6,15 @@ loaders, cache and checks run on it as on the real benchmark.
 
 - mini_digits (Natural, 10 classes): scikit-learn's handwritten digits (real scans, shipped
   inside the package), 8 px upsampled to 32 px, stored as grayscale JPEG.
+- mini_texture (Specialized, 8 classes): a full-frame texture (stripes, checks, dots, waves,
+  bricks, zigzag, grid, blobs) at a random scale, angle and colours, DTD style.
 - mini_count (Structured, 6 classes): 1-6 shaded balls on a floor, CLEVR-count style.
 - mini_loc (Structured, 8 classes): one sprite (square, ellipse, heart) on black; the label is
   its x position in 8 bins, dSprites-location style.
 - mini_ori (Structured, 4 classes): one arrow on a textured background; the label is its
   orientation in 4 bins of 90 degrees, dSprites-orientation style.
+- mini_dist (Structured, 4 classes): one object on a ground plane seen in perspective; the label
+  is its distance in 4 bins (nearer objects sit lower and look bigger), KITTI-distance style.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from provpt_core.data.mini.render import BACKGROUNDS, Canvas, Sprite, background, hue_colour
+from provpt_core.data.mini.render import BACKGROUNDS, SUPERSAMPLE, TEXTURES, Canvas, Sprite, background, hue_colour, texture
 
-VERSION = 1
+VERSION = 2
 SIZE = 32
 TRAIN, VAL, TEST = 800, 200, 1000
 
@@ -118,9 +122,39 @@ def _orientation_scene(rng: np.random.Generator) -> tuple[np.ndarray, int]:
     return canvas.image(), label
 
 
+def _texture_scene(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    label = int(rng.integers(len(TEXTURES)))
+    return Canvas(SIZE, texture(TEXTURES[label], SIZE, rng)).image(), label
+
+
+DISTANCE_BINS = 4
+HORIZON = 0.35  # image y of the horizon, in [-1, 1]
+
+
+def _distance_scene(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    fine = SIZE * SUPERSAMPLE
+    rows = np.linspace(1.0, -1.0, fine, dtype=np.float32)[:, None, None]
+    sky = np.asarray(hue_colour(float(rng.uniform(0.5, 0.7)), saturation=0.4, value=0.8), dtype=np.float32)
+    ground = np.asarray(hue_colour(float(rng.uniform(0.05, 0.35)), saturation=0.5, value=0.5), dtype=np.float32)
+    shade = np.clip(0.55 + 0.45 * (HORIZON - rows) / (1.0 + HORIZON), 0.0, 1.0)  # ground darkens towards the horizon
+    canvas = Canvas(SIZE, np.where(rows > HORIZON, sky, ground * shade))
+    # A pinhole camera over the ground: an object at depth z stands at y = HORIZON - 1.3 / z
+    # and is 0.5 / z tall; bins of equal width in 1 / z give equal steps on the image.
+    inverse = float(rng.uniform(0.25, 1.0))
+    label = min(int((1.0 - inverse) / 0.75 * DISTANCE_BINS), DISTANCE_BINS - 1)
+    scale = 0.5 * inverse * float(rng.uniform(0.85, 1.15))
+    x = float(rng.uniform(-0.8, 0.8))
+    shape = ("circle", "square", "hexagon")[int(rng.integers(3))]
+    colour = hue_colour(float(rng.uniform()), saturation=0.8, value=0.95)
+    canvas.draw(Sprite(shape, x, HORIZON - 1.3 * inverse + scale, scale, 0.0, colour, shaded=shape == "circle"))
+    return canvas.image(), label
+
+
 GENERATORS: dict[str, Callable[[], Iterator[tuple[np.ndarray, int]]]] = {
     "mini_digits": _digits,
+    "mini_texture": lambda: _rendered(_texture_scene, seed=4),
     "mini_count": lambda: _rendered(_count_scene, seed=1),
     "mini_loc": lambda: _rendered(_location_scene, seed=2),
     "mini_ori": lambda: _rendered(_orientation_scene, seed=3),
+    "mini_dist": lambda: _rendered(_distance_scene, seed=5),
 }

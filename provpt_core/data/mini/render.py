@@ -29,6 +29,19 @@ def _heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (x * x + y * y - 1.0) ** 3 - x * x * y**3 <= 0.0
 
 
+def _star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    radius, angle = np.hypot(u, v), np.arctan2(v, u)
+    return radius <= 0.45 + 0.55 * np.abs(np.cos(2.5 * angle)) ** 3
+
+
+def _hexagon(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (np.abs(v) <= 0.87) & (np.sqrt(3.0) * np.abs(u) + np.abs(v) <= np.sqrt(3.0))
+
+
+def _crescent(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (u * u + v * v <= 1.0) & ((u - 0.45) ** 2 + v * v >= 0.6)
+
+
 # Implicit shapes on unit coordinates (u right, v up); `symmetry` is the order of rotational
 # symmetry (0: a circle, orientation undefined).
 SHAPES = {
@@ -41,6 +54,20 @@ SHAPES = {
     "ellipse": (lambda u, v: u * u + 4.0 * v * v <= 1.0, 2),
     "arrow": (_arrow, 1),
     "heart": (_heart, 1),
+    "star": (_star, 5),
+    "cross": (lambda u, v: (np.abs(u - v) <= 0.35) & (np.abs(u + v) <= 1.4) | (np.abs(u + v) <= 0.35) & (np.abs(u - v) <= 1.4), 4),
+    "hexagon": (_hexagon, 6),
+    "crescent": (_crescent, 1),
+}
+
+
+# Fills on the shape's own coordinates (they turn with it): True where the second colour shows.
+PATTERNS = {
+    "solid": lambda u, v, inside: np.zeros_like(u, dtype=bool),
+    "stripes": lambda u, v, inside: np.sin(7.0 * u) > 0.0,
+    "checks": lambda u, v, inside: (np.floor(2.2 * u) + np.floor(2.2 * v)) % 2 == 0,
+    "dots": lambda u, v, inside: (np.mod(u * 2.0, 1.0) - 0.5) ** 2 + (np.mod(v * 2.0, 1.0) - 0.5) ** 2 <= 0.06,
+    "outline": lambda u, v, inside: inside(u / 0.62, v / 0.62),
 }
 
 
@@ -53,6 +80,7 @@ class Sprite:
     angle: float  # radians, counter-clockwise
     colour: tuple[float, float, float]  # RGB in [0, 1]
     shaded: bool = False  # a radial highlight, like a lit sphere
+    pattern: str = "solid"  # one of PATTERNS, drawn in a dark shade of `colour`
 
 
 class Canvas:
@@ -78,6 +106,9 @@ class Canvas:
             self.pixels[mask] = (colour * light + 0.25 * (light > 0.9))[mask].clip(0, 1)
         else:
             self.pixels[mask] = colour
+        if sprite.pattern != "solid":
+            second = mask & PATTERNS[sprite.pattern](u, v, inside)
+            self.pixels[second] = colour * 0.3
         return mask
 
     def image(self) -> np.ndarray:
@@ -114,3 +145,42 @@ def background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     t = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
     stripes = (np.floor(t / period) % 2).astype(np.float32)[..., None]
     return (base + 0.12 * stripes).clip(0, 1)
+
+
+TEXTURES = ("stripes", "checks", "dots", "waves", "bricks", "zigzag", "grid", "blobs")
+
+
+def texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A [fine, fine, 3] float image filled with one of TEXTURES' kinds, at a random scale, angle and colours."""
+    fine = size * SUPERSAMPLE
+    ink, paper = (np.asarray(hue_colour(float(rng.uniform()), value=v), dtype=np.float32) for v in (0.35, 0.95))
+    axis = (np.arange(fine) + 0.5) / fine * 2.0 - 1.0
+    x, y = np.meshgrid(axis, -axis)
+    angle = rng.uniform(0, np.pi)
+    u, v = np.cos(angle) * x + np.sin(angle) * y, -np.sin(angle) * x + np.cos(angle) * y
+    period = rng.uniform(0.3, 0.5)
+    a, b = u / period, v / period
+    if kind == "stripes":
+        mask = np.mod(a, 1.0) < 0.5
+    elif kind == "checks":
+        mask = (np.floor(a) + np.floor(b)) % 2 == 0
+    elif kind == "dots":
+        mask = (np.mod(a, 1.0) - 0.5) ** 2 + (np.mod(b, 1.0) - 0.5) ** 2 < 0.07
+    elif kind == "waves":
+        mask = np.mod(a + 0.35 * np.sin(2.0 * np.pi * b / 2.0), 1.0) < 0.45
+    elif kind == "bricks":
+        row = np.floor(b * 2.0)
+        mask = (np.mod(b * 2.0, 1.0) < 0.2) | (np.mod(a + 0.5 * (row % 2), 1.0) < 0.12)
+    elif kind == "zigzag":
+        mask = np.mod(a + np.abs(np.mod(b, 1.0) - 0.5), 1.0) < 0.4
+    elif kind == "grid":
+        mask = (np.mod(a, 1.0) < 0.15) | (np.mod(b, 1.0) < 0.15)
+    elif kind == "blobs":
+        coarse = rng.uniform(0.0, 1.0, size=(5, 5)).astype(np.float32)
+        grid = np.linspace(0, 4, fine)
+        row = np.array([np.interp(grid, np.arange(5), line) for line in coarse])
+        smooth = np.array([np.interp(grid, np.arange(5), column) for column in row.T]).T
+        mask = smooth > 0.5
+    else:
+        raise ValueError(f"unknown texture '{kind}'; expected one of {', '.join(TEXTURES)}")
+    return np.where(mask[..., None], ink, paper).astype(np.float32)
