@@ -32,9 +32,7 @@ METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer":
 def write_figures(study: Study, results: Results, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    trials = results.trials
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    every_epoch = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
+    every_epoch = final_distributions(results, every_epoch=True)
     last = final_distributions(results)
     for method, part in every_epoch.groupby("method", sort=False):
         files += _distribution_heatmap(study, method, last[last["method"] == method], folder)

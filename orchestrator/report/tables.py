@@ -182,12 +182,13 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def final_distributions(results) -> pd.DataFrame:
-    """Prompts per block at the end of each finished final trial: trial, task, method, seed, block, count."""
+def final_distributions(results, every_epoch: bool = False) -> pd.DataFrame:
+    """Prompts per block of each finished final trial, after its last epoch (or after every epoch):
+    trial, task, method, seed, epoch, block, count."""
     trials = results.trials
     finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
     part = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
-    return part[part["epoch"] == part.groupby("trial")["epoch"].transform("max")]
+    return part if every_epoch else part[part["epoch"] == part.groupby("trial")["epoch"].transform("max")]
 
 
 def placement_table(study: Study, results) -> Table | None:
