@@ -72,14 +72,22 @@ def fit(
     data: DataSplits | None = None,
     callbacks: Sequence[Callback] = (),
     resume_from: str | Path | None = None,
+    branch_from: str | Path | None = None,
 ) -> FitResult:
     """Train one trial; continue from a checkpoint file when `resume_from` is given.
 
+    `branch_from`: a checkpoint of the same trial without this config's scripted moves
+    (`method.moves`), none of which is due before the checkpoint's epoch: training goes on from
+    there with the moves, a branch of that run that costs only the remaining epochs.
     Without `data`, the splits of `config.data` are loaded (decoded once into the cache).
     """
+    if resume_from is not None and branch_from is not None:
+        raise ValueError("fit: give resume_from or branch_from, not both")
     trainer = Trainer(config, data, callbacks)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
+    if branch_from is not None:
+        trainer.load_checkpoint(branch_from, branch=True)
     return trainer.fit()
 
 
@@ -246,6 +254,15 @@ class Trainer:
             rows = order[start : start + size]
             yield inputs[rows].to(self.device, non_blocking=True), labels[rows].to(self.device)
 
+    def fixed_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `count` training batches in the split's stored order, as model inputs
+        without augmentation: for measurements that must draw no random number."""
+        split, size = self.splits["train"], self.config.train.batch_size
+        return [
+            (self._prepare(split.images[i : i + size].to(self.device), train=False), split.labels[i : i + size].to(self.device))
+            for i in range(0, min(count * size, len(split.labels)), size)
+        ]
+
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training-mode loss of a batch from `train_batches` (augmentation included)."""
         return self.method.training_loss(self, self._forward(inputs, train=True), labels)
@@ -350,12 +367,22 @@ class Trainer:
             "events": {k: list(v) for k, v in self.events.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], branch: bool = False) -> None:
+        """Restore a checkpoint of this trial config; with `branch`, of the same config without
+        scripted moves (a branch point, see `fit`)."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')!r}; this version reads {CHECKPOINT_FORMAT}")
-        mine = self.config.to_dict()
-        if state["config"] != mine:
-            differing = _differences(state["config"], mine)
+        mine, theirs = self.config.to_dict(), state["config"]
+        if branch:
+            moves = mine["method"].get("moves") or []
+            early = [m for m in moves if m["epoch"] < state["epoch"]]
+            if early:
+                raise ValueError(
+                    f"branch: the move {early[0]} is due before the checkpoint's epoch {state['epoch']}"
+                )
+            mine, theirs = _without_moves(mine), _without_moves(theirs)
+        if theirs != mine:
+            differing = _differences(theirs, mine)
             raise ValueError(f"checkpoint was written by another trial config; differing fields: {differing[:5]}")
         self.model.load_trainable_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -379,8 +406,8 @@ class Trainer:
         os.replace(partial, path)
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    def load_checkpoint(self, path: str | Path, branch: bool = False) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), branch=branch)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -388,6 +415,10 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _without_moves(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "method": {k: v for k, v in config["method"].items() if k != "moves"}}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

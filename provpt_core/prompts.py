@@ -9,7 +9,8 @@ keeps its place in the parameter, so optimizer state stays aligned with its prom
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -41,13 +42,16 @@ class PromptBank(nn.Module):
         init_range: float,
         dropout: float = 0.0,
         insertion: Insertion = "replace",
+        spare: int = 0,
     ) -> None:
         super().__init__()
-        if any(c < 0 for c in counts):
-            raise ValueError(f"prompt counts per block must be >= 0, got {list(counts)}")
+        if any(c < 0 for c in counts) or spare < 0:
+            raise ValueError(f"prompt counts per block and spare rows must be >= 0, got {list(counts)}, {spare}")
         self.num_blocks = len(counts)
         self.insertion = insertion
         block_of = torch.repeat_interleave(torch.arange(self.num_blocks), torch.tensor(counts, dtype=torch.long))
+        # spare rows start outside the model (PRUNED) until `add` places one in a block
+        block_of = torch.cat([block_of, torch.full((spare,), PRUNED, dtype=torch.long)])
         self.weight = nn.Parameter(torch.empty(len(block_of), dim).uniform_(-init_range, init_range))
         self.register_buffer("block_of", block_of)
         self.dropout = nn.Dropout(dropout)
@@ -77,6 +81,31 @@ class PromptBank(nn.Module):
         self.weight[prompt].mul_(rescale)
         self.block_of[prompt] = block
         self._forget_rows()
+
+    @torch.no_grad()
+    def add(self, copy_of: int, block: int, rescale: float) -> int | None:
+        """Place a copy of prompt `copy_of`, multiplied by `rescale`, in `block`, in the first
+        row outside the model; returns that row, or None when no row is left."""
+        free = torch.nonzero(self.block_of == PRUNED).flatten()
+        if len(free) == 0:
+            return None
+        row = int(free[0])
+        self.weight[row] = self.weight[copy_of] * rescale
+        self.block_of[row] = block
+        self._forget_rows()
+        return row
+
+    @contextmanager
+    def without(self, prompt: int) -> Iterator[None]:
+        """Prompt `prompt` taken out of the model (its token is not inserted) for the block."""
+        block = int(self.block_of[prompt])
+        self.block_of[prompt] = PRUNED
+        self._forget_rows()
+        try:
+            yield
+        finally:
+            self.block_of[prompt] = block
+            self._forget_rows()
 
     def block_rows(self, block: int) -> torch.Tensor:
         """Indices (rows of `weight`) of the prompts in `block`."""

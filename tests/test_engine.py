@@ -19,6 +19,13 @@ METHODS = {
         "num_prompts": 2,
         "relocation": {"allocator": "thompson", "prompts_per_move": 2, "keep_momentum": False},
     },
+    "provpt_additive_random": {
+        "name": "provpt",
+        "num_prompts": 1,
+        "relocation": {"adjustment": "add", "max_added": 2, "criterion": "random"},
+    },
+    "provpt_joint_norm": {"name": "provpt", "num_prompts": 2, "relocation": {"allocator": "ppo_joint", "criterion": "norm"}},
+    "vpt_deep_moved": {"name": "vpt_deep", "num_prompts": 2, "moves": [{"epoch": 1, "source": 0, "target": 5}]},
     "vapt": {"name": "vapt", "num_prompts": 2},
     "vapt_ablated": {"name": "vapt", "num_prompts": 2, "conv": False, "shared_projector": False, "static_blocks": 3},
     "davpt": {"name": "davpt", "num_prompts": 2, "guided_blocks": [-1, 5]},

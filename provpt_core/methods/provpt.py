@@ -6,6 +6,11 @@ gradients the training steps already compute (`idleness: accumulated`, no extra 
 in the reference, from a separate pass over the training set at the start of the epoch with
 prompts frozen and dropout on, each batch's head gradients and gate gradients (the scores)
 clipped jointly (`idleness: reference`).
+
+For the paper's analyses, the criterion (`relocation.criterion`: taylor, norm, random), the
+adjustment (`relocation.adjustment`: relocate, or add a prompt) and the allocator (`ppo_joint`:
+L^2 actions) are fields, and `fidelity.epochs` records, at those epochs, every prompt's score
+beside the measured loss change when it is removed (relocation/fidelity.py).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import torch
 
 from provpt_core.methods.registry import register_method
 from provpt_core.methods.vpt import VPTDeep, VPTDeepConfig
+from provpt_core.prompts import PRUNED, PromptBank
 from provpt_core.relocation import IdlenessMeter, RelocationConfig, Relocator
-from provpt_core.relocation.idleness import clip_factor, idleness
+from provpt_core.relocation.fidelity import FidelityConfig, removal_effects, taylor_scores
+from provpt_core.relocation.idleness import clip_factor, idleness, norm_scores, random_scores
 
 if TYPE_CHECKING:
     from provpt_core.methods.base import TrainerView
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 @dataclass
 class ProVPTConfig(VPTDeepConfig):
     relocation: RelocationConfig = field(default_factory=RelocationConfig)
+    # the idleness-fidelity analysis: measured removal effects beside the scores, at chosen epochs
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
 
 @register_method("provpt")
@@ -39,10 +48,18 @@ class ProVPT(VPTDeep):
     def epoch_cost(cls, config: ProVPTConfig) -> float:
         return cls.REFERENCE_PASS_COST if config.relocation.idleness == "reference" else 1.0
 
+    RANDOM_CRITERION_STREAM = 7919  # the random criterion's generator: seed + this, apart from the allocator's
+
+    def spare_prompts(self) -> int:
+        relocation = self.config.relocation
+        return relocation.max_added if relocation.adjustment == "add" else 0
+
     def setup(self, trainer: TrainerView) -> None:
         bank = trainer.model.prompts
         self.meter = IdlenessMeter(bank.num_prompts)
-        self.relocator = Relocator(self.config.relocation, bank.num_blocks, trainer.config.train.seed)
+        seed = trainer.config.train.seed
+        self.relocator = Relocator(self.config.relocation, bank.num_blocks, seed)
+        self.generator = torch.Generator().manual_seed(seed + self.RANDOM_CRITERION_STREAM)
 
     def after_backward(self, trainer: TrainerView, loss: torch.Tensor, labels: torch.Tensor) -> None:
         if self.config.relocation.idleness == "accumulated":
@@ -50,15 +67,50 @@ class ProVPT(VPTDeep):
             self.meter.add(bank.weight, bank.weight.grad, loss, len(labels))
 
     def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
-        if self.relocator.is_due(epoch, trainer.config.train.epochs):
-            if self.config.relocation.idleness == "reference":
-                self.meter.reset()
-                self._identification_pass(trainer)
-            event = self.relocator.step(
-                trainer.model.prompts, trainer.optimizer, self.meter.scores(), self.meter.loss(), epoch
-            )
+        super().on_epoch_start(trainer, epoch)
+        due = self.relocator.is_due(epoch, trainer.config.train.epochs)
+        if due and self.config.relocation.idleness == "reference":
+            self.meter.reset()
+            self._identification_pass(trainer)
+        if epoch in self.config.fidelity.epochs:
+            trainer.emit("fidelity", self._fidelity(trainer, epoch, scored=due or self.meter.batches > 0))
+        if due:
+            bank = trainer.model.prompts
+            event = self.relocator.step(bank, trainer.optimizer, self._scores(bank), self.meter.loss(), epoch)
             trainer.emit("relocation", event)
         self.meter.reset()
+
+    def _scores(self, bank: PromptBank) -> torch.Tensor:
+        """Every prompt's idleness under the configured criterion."""
+        criterion = self.config.relocation.criterion
+        if criterion == "norm":
+            return norm_scores(bank.weight, bank.block_of)
+        if criterion == "random":
+            return random_scores(bank.num_prompts, self.generator)
+        return self.meter.scores()
+
+    def _fidelity(self, trainer: TrainerView, epoch: int, scored: bool) -> dict[str, Any]:
+        """Scores beside measured removal effects on fixed batches, without touching training:
+        eval mode, no random number drawn, every prompt restored."""
+        model, bank = trainer.model, trainer.model.prompts
+        batches = trainer.fixed_batches(self.config.fidelity.batches)
+        was_training = model.training
+        model.eval()
+        taylor = taylor_scores(model, bank, batches)
+        effects = removal_effects(model, bank, batches)
+        model.train(was_training)
+        active = torch.nonzero(bank.block_of != PRUNED).flatten().cpu()
+        record = {
+            "epoch": epoch,
+            "prompt": active.tolist(),
+            "block": bank.block_of.cpu()[active].tolist(),
+            "taylor": taylor[active].tolist(),
+            "loss_change_dropped": effects["dropped"][active].tolist(),
+            "loss_change_zeroed": effects["zeroed"][active].tolist(),
+        }
+        if scored and self.config.relocation.criterion == "taylor":  # the score relocation uses now
+            record["method_score"] = self.meter.scores()[active].tolist()
+        return record
 
     def _identification_pass(self, trainer: TrainerView) -> None:
         """The reference's pass: gradients over the training set, no optimizer step. The
@@ -78,8 +130,14 @@ class ProVPT(VPTDeep):
         trainer.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"meter": self.meter.state_dict(), "relocator": self.relocator.state_dict()}
+        return {
+            "meter": self.meter.state_dict(),
+            "relocator": self.relocator.state_dict(),
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.meter.load_state_dict(state["meter"])
         self.relocator.load_state_dict(state["relocator"])
+        if "generator" in state:  # checkpoints written before the random criterion existed have none
+            self.generator.set_state(state["generator"])

@@ -9,7 +9,7 @@ training RNG.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -18,6 +18,8 @@ from provpt_core.prompts import PRUNED
 # name -> factory(relocation config, number of blocks, seed): a new allocator registers here
 # (see `register_allocator`) and touches no other
 ALLOCATORS: dict[str, Callable[..., Allocator]] = {}
+# the registered allocators that choose the source block too (`Allocator.chooses_source`)
+SOURCE_CHOOSING: set[str] = set()
 
 
 def register_allocator(name: str, factory: Callable[..., Allocator] | None = None):
@@ -28,6 +30,8 @@ def register_allocator(name: str, factory: Callable[..., Allocator] | None = Non
         if name in ALLOCATORS:
             raise ValueError(f"allocator '{name}' is registered twice")
         ALLOCATORS[name] = factory or (lambda config, num_blocks, seed: target(num_blocks, seed))
+        if target.chooses_source:
+            SOURCE_CHOOSING.add(name)
         return target
 
     return register
@@ -37,17 +41,25 @@ def register_allocator(name: str, factory: Callable[..., Allocator] | None = Non
 class Observation:
     block_scores: torch.Tensor  # [L] sum of the idleness scores of each block's prompts
     counts: torch.Tensor  # [L] prompts per block once the pruned prompt has left
-    source: int  # the block the pruned prompt left
+    source: int  # the block the pruned prompt left; -1 when the allocator chooses it
 
 
 class Allocator:
-    """Base: a seeded generator and the bookkeeping of choices awaiting their reward."""
+    """Base: a seeded generator and the bookkeeping of choices awaiting their reward.
+
+    An allocator places a pruned prompt (`choose`), or, with `chooses_source`, names both the
+    block to move a prompt from and the block to move it to (`choose_move`)."""
+
+    chooses_source: ClassVar[bool] = False
 
     def __init__(self, num_blocks: int, seed: int) -> None:
         self.num_blocks = num_blocks
         self.generator = torch.Generator().manual_seed(seed)
 
     def choose(self, observation: Observation) -> int:
+        raise NotImplementedError
+
+    def choose_move(self, observation: Observation) -> tuple[int, int]:
         raise NotImplementedError
 
     def reward(self, value: float) -> dict[str, Any]:

@@ -1,17 +1,41 @@
-"""Idleness: the first-order Taylor estimate of the loss change when a prompt is removed.
+"""Idleness: which prompt contributes least. Larger positive = more idle.
 
-For prompt k, I_k = <dL/dp_k, p_k>: the gradient of a unit gate multiplying p_k, so removing
-k changes the loss by about -I_k. Larger positive = more idle.
+The paper's criterion (`taylor`): for prompt k, I_k = <dL/dp_k, p_k>, the gradient of a unit
+gate multiplying p_k, so removing k changes the loss by about -I_k. The alternatives of its
+ablation: `norm`, the prompt's norm relative to the mean norm of the prompts in the model (a
+short prompt is idle), and `random`, a uniform draw (pruning at random).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+from provpt_core.prompts import PRUNED
+
+Criterion = Literal["taylor", "norm", "random"]
 
 
 def idleness(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Per-prompt scores <grad_k, p_k> for a prompt bank weight [n, dim]."""
     return (grad.detach() * weight.detach()).sum(dim=1)
+
+
+def norm_scores(weight: torch.Tensor, block_of: torch.Tensor) -> torch.Tensor:
+    """1 - |p_k| / mean |p| over the prompts in the model: positive for a prompt shorter than
+    the mean; 0 for the prompts outside the model."""
+    norms = torch.linalg.vector_norm(weight.detach().float(), dim=1).cpu()
+    active = block_of.cpu() != PRUNED
+    scores = torch.zeros_like(norms)
+    if active.any():
+        scores[active] = 1.0 - norms[active] / norms[active].mean().clamp_min(1e-12)
+    return scores
+
+
+def random_scores(count: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform scores in (0, 1): every prompt is a candidate, the most idle one at random."""
+    return torch.rand(count, generator=generator) + 1e-6
 
 
 def clip_factor(max_norm: float, *gradients: torch.Tensor) -> torch.Tensor:

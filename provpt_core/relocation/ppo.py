@@ -87,14 +87,23 @@ def discounted_returns(rewards: list[float], gamma: float, normalize: bool) -> t
     return out
 
 
+def joint_state(observation: Observation) -> torch.Tensor:
+    """The joint policy's input (2L values): `ppo_state` without the source, which it chooses."""
+    return ppo_state(Observation(observation.block_scores, observation.counts, 0))[: 2 * len(observation.counts)]
+
+
 @register_allocator("ppo", lambda config, num_blocks, seed: PPOAllocator(num_blocks, seed, config.ppo))
 class PPOAllocator(Allocator):
+    """PRO-VPT's allocator: the destination of a pruned prompt, one of L actions."""
+
+    state_size = 3  # values of the state per block
+
     def __init__(self, num_blocks: int, seed: int, config: PPOConfig) -> None:
         super().__init__(num_blocks, seed)
         self.config = config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.policy = ActorCritic(3 * num_blocks, num_blocks, config.hidden)
+            self.policy = ActorCritic(self.state_size * num_blocks, self.num_actions(num_blocks), config.hidden)
         self.optimizer = torch.optim.Adam(
             [
                 {"params": self.policy.actor.parameters(), "lr": config.actor_lr},
@@ -107,8 +116,15 @@ class PPOAllocator(Allocator):
         self.values: list[float] = []
         self.rewards: list[float] = []
 
+    @staticmethod
+    def num_actions(num_blocks: int) -> int:
+        return num_blocks
+
     def choose(self, observation: Observation) -> int:
-        state = ppo_state(observation)
+        return self._act(ppo_state(observation))
+
+    def _act(self, state: torch.Tensor) -> int:
+        """Sample an action for `state` and keep what the update needs."""
         with torch.no_grad():
             probs = self.policy.actor(state)
             action = int(torch.multinomial(probs, 1, generator=self.generator))
@@ -179,3 +195,24 @@ class PPOAllocator(Allocator):
         self.logprobs = list(state["logprobs"])
         self.values = list(state["values"])
         self.rewards = list(state["rewards"])
+
+
+@register_allocator("ppo_joint", lambda config, num_blocks, seed: JointPPOAllocator(num_blocks, seed, config.ppo))
+class JointPPOAllocator(PPOAllocator):
+    """The paper's undecomposed action space: one PPO choice among L^2 (source, destination)
+    pairs, from the block idleness sums and the prompt shares, instead of prune-then-allocate."""
+
+    chooses_source = True
+    state_size = 2
+
+    @staticmethod
+    def num_actions(num_blocks: int) -> int:
+        return num_blocks * num_blocks
+
+    def choose_move(self, observation: Observation) -> tuple[int, int]:
+        return divmod(self._act(joint_state(observation)), self.num_blocks)
+
+    def action_probabilities(self, observation: Observation) -> torch.Tensor:
+        """[L, L]: the probability of moving from block i (row) to block j (column)."""
+        with torch.no_grad():
+            return self.policy.actor(joint_state(observation)).view(self.num_blocks, self.num_blocks)

@@ -8,6 +8,13 @@ At a relocation epoch, given every prompt's idleness and the training-loss figur
 3. for each, the allocator picks a destination block; the prompt moves there, rescaled by
    `moved_rescale`, its momentum kept or reset. Choosing the source block means no move.
 The total number of prompts is conserved (except with the prune-only allocator `none`).
+
+Two variants of the paper's analyses:
+- `adjustment: add` (its "additive adjustment"): nothing is pruned; the allocator's choice
+  gets a new prompt, a copy of the most idle prompt rescaled by `moved_rescale` (any score,
+  while spare rows last), so the count grows by one per move;
+- an allocator that picks the source block too (`chooses_source`, e.g. `ppo_joint`: L^2
+  actions): the most idle prompt of the block it names moves to the block it names.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import torch
 
 from provpt_core.config import check
 from provpt_core.prompts import PRUNED, PromptBank
-from provpt_core.relocation.allocators import ALLOCATORS, Allocator, Observation
+from provpt_core.relocation.allocators import ALLOCATORS, SOURCE_CHOOSING, Allocator, Observation
+from provpt_core.relocation.idleness import Criterion
 from provpt_core.relocation.ppo import PPOConfig
 
 
@@ -35,10 +43,26 @@ class RelocationConfig:
     moved_rescale: float = 1e-3
     keep_momentum: bool = True
     identification_clip: float | None = 0.25  # reference pass: joint clip of head + gate gradients
+    criterion: Criterion = "taylor"  # how idleness is scored (idleness.py)
+    adjustment: Literal["relocate", "add"] = "relocate"
+    max_added: int = 0  # adjustment add: prompts that may be added in all (spare rows)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:
         check(self.allocator in ALLOCATORS, "allocator", f"one of {', '.join(ALLOCATORS)}", self.allocator)
+        check(self.max_added >= 0, "max_added", "an integer >= 0", self.max_added)
+        check(
+            self.adjustment != "add" or self.max_added >= 1,
+            "max_added",
+            "an integer >= 1 with adjustment: add (how many prompts may be added)",
+            self.max_added,
+        )
+        check(
+            self.adjustment != "add" or self.allocator not in SOURCE_CHOOSING,
+            "adjustment",
+            f"'relocate' with allocator {self.allocator} (it chooses a source to move from)",
+            self.adjustment,
+        )
         check(self.interval >= 1, "interval", "an integer >= 1", self.interval)
         check(self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", self.warmup_epochs)
         check(self.prompts_per_move >= 1, "prompts_per_move", "an integer >= 1", self.prompts_per_move)
@@ -88,27 +112,69 @@ class Relocator:
 
         block_scores = torch.zeros(self.num_blocks).index_add_(0, block_of[active], scores[active])
         event["block_idleness"] = block_scores.tolist()
-        candidates = torch.nonzero(active & (scores > 0)).flatten()
-        ranked = candidates[torch.argsort(scores[candidates], descending=True, stable=True)]
-        moves = []
-        for prompt in ranked[: self.config.prompts_per_move].tolist():
-            source = int(block_of[prompt])
-            counts = torch.tensor(bank.counts())
-            counts[source] -= 1
-            destination = self.allocator.choose(Observation(block_scores.clone(), counts, source))
-            block_scores[source] -= scores[prompt]
-            if destination != source:
-                self._move(bank, optimizer, prompt, destination)
-            moves.append({"prompt": prompt, "source": source, "destination": destination})
+        if self.allocator.chooses_source:
+            moves = self._joint_moves(bank, optimizer, scores, block_scores)
+        else:
+            moves = self._moves(bank, optimizer, scores, block_scores)
         self.awaiting_reward = bool(moves)
         event["moves"] = moves
         event["distribution"] = bank.counts()
         return event
 
+    def _moves(
+        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor) -> list[dict[str, Any]]:
+        """Prune the most idle prompts (or, adding, copy them), let the allocator place them."""
+        block_of = bank.block_of.cpu()
+        active = block_of != PRUNED
+        adding = self.config.adjustment == "add"
+        candidates = torch.nonzero(active if adding else active & (scores > 0)).flatten()
+        ranked = candidates[torch.argsort(scores[candidates], descending=True, stable=True)]
+        moves = []
+        for prompt in ranked[: self.config.prompts_per_move].tolist():
+            if adding and not (bank.block_of == PRUNED).any():
+                break
+            source = int(block_of[prompt])
+            counts = torch.tensor(bank.counts())
+            if not adding:
+                counts[source] -= 1
+            destination = self.allocator.choose(Observation(block_scores.clone(), counts, source))
+            if adding:
+                row = bank.add(prompt, destination, self.config.moved_rescale)
+                self._reset_momentum(bank, optimizer, row)
+                moves.append({"prompt": prompt, "source": source, "destination": destination, "added": row})
+                continue
+            block_scores[source] -= scores[prompt]
+            if destination != source:
+                self._move(bank, optimizer, prompt, destination)
+            moves.append({"prompt": prompt, "source": source, "destination": destination})
+        return moves
+
+    def _joint_moves(
+        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor) -> list[dict[str, Any]]:
+        """The allocator names (source, destination); the source's most idle prompt moves."""
+        moves = []
+        for _ in range(self.config.prompts_per_move):
+            block_of = bank.block_of.cpu()
+            observation = Observation(block_scores.clone(), torch.tensor(bank.counts()), source=-1)
+            source, destination = self.allocator.choose_move(observation)
+            in_source = torch.nonzero(block_of == source).flatten()
+            if len(in_source) == 0:  # an empty source: nothing to move, the choice is still paid
+                moves.append({"prompt": None, "source": source, "destination": destination})
+                continue
+            prompt = int(in_source[torch.argmax(scores[in_source])])
+            block_scores[source] -= scores[prompt]
+            if destination != source:
+                self._move(bank, optimizer, prompt, destination)
+            moves.append({"prompt": prompt, "source": source, "destination": destination})
+        return moves
+
     def _move(self, bank: PromptBank, optimizer: torch.optim.Optimizer, prompt: int, block: int) -> None:
         bank.relocate(prompt, block, self.config.moved_rescale)
-        if self.config.keep_momentum:
-            return
+        if not self.config.keep_momentum:
+            self._reset_momentum(bank, optimizer, prompt)
+
+    @staticmethod
+    def _reset_momentum(bank: PromptBank, optimizer: torch.optim.Optimizer, prompt: int) -> None:
         for value in optimizer.state.get(bank.weight, {}).values():
             if torch.is_tensor(value) and value.shape == bank.weight.shape:
                 value[prompt].zero_()
