@@ -9,7 +9,7 @@ This module is the core's public surface: whoever runs trials (the orchestrator,
 notebook) needs nothing else. The service imports only from here (an import contract).
 """
 
-from provpt_core.backbone import BackboneLoadError
+from provpt_core.backbone import BackboneLoadError, backbone_depth
 from provpt_core.backbone import fetch as fetch_weights
 from provpt_core.config import ConfigError
 from provpt_core.data.tasks import TASKS, TaskSpec, get_task, resolve_tasks
@@ -19,6 +19,7 @@ from provpt_core.methods import METHODS
 from provpt_core.overrides import apply, flatten, lookup, merge
 from provpt_core.preflight import Preflight, check
 from provpt_core.recipes import Recipe, published_recipe
+from provpt_core.relocation.fidelity import fraction_epoch
 from provpt_core.trial import EvalConfig, TrainConfig, TrialConfig
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "format_reports",
     "fetch_weights",
     "BackboneLoadError",
+    "backbone_depth",
+    "fraction_epoch",
     # dotted paths into a trial config's dict
     "apply",
     "flatten",

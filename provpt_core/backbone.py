@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import timm
+import torch
 from timm.models import get_pretrained_cfg, load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
@@ -85,6 +86,14 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
         block.attn.fused_attn = True
     model.requires_grad_(False)
     return model.eval()
+
+
+def backbone_depth(name: str) -> int:
+    """The number of blocks of timm model `name`, without weights or memory (meta device)."""
+    if not timm.is_model(name.split(".")[0]):
+        raise BackboneLoadError(f"backbone '{name}': not a timm model name (see timm.list_models('vit_*'))")
+    with torch.device("meta"):
+        return len(timm.create_model(name, pretrained=False, num_classes=0).blocks)
 
 
 def weight_file(config: BackboneConfig) -> Path | None:

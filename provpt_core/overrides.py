@@ -51,12 +51,12 @@ def lookup(trial: dict[str, Any], path: str) -> Any:
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; lists stay whole (as JSON)."""
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; lists stay whole (as JSON, keys sorted: one text per value)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+            out[name] = json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple)) else value
     return out

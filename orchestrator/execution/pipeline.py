@@ -1,4 +1,5 @@
-"""One pipeline (task x method): the search phase, the selection, the final phase.
+"""One pipeline (task x method): the search phase, the selection, the final phase, and for a
+method with `branches` the branch phase (the final trials' branches, from their checkpoints).
 
 Runs inside a Ray task that holds no CPU, so pipelines of different tasks run side by side
 and their trials fill the cluster's slots. Each phase is one Tune experiment
@@ -32,6 +33,7 @@ from orchestrator.store.schema import (
     trial_key,
 )
 from orchestrator.store.tracking import Tracker
+from provpt_core import TrialConfig
 
 NOTHING_SEARCHED = "nothing searched: the method's config as given"
 
@@ -64,7 +66,8 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
     write_selection(job.output, selection)
     run = _phase_run(tracker, job, "final", tags)
     tracker.log(run.info.run_id, params={f"selected.{k}": v for k, v in selection.values.items()}, tags=selection.tags())
-    results = run_phase(job, "final", run.info.run_id, pipeline.base.override(selection.values), progress_actor)
+    final_base = pipeline.base.override(selection.values)
+    results = run_phase(job, "final", run.info.run_id, final_base, progress_actor)
     _close_stray_trials(tracker, run.info.run_id, job, "final")
     tests = [r.metrics.get("test_acc") for r in results if r.error is None and r.metrics.get("test_acc") is not None]
     outcome = {"pipeline": pipeline.key, "selected": selection.values, "reason": selection.reason, "test_acc": tests}
@@ -75,7 +78,19 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
     else:
         outcome["failed"] = "no final trial finished"
         tracker.finish(run.info.run_id, failed_reason=outcome["failed"])
+    if tests and pipeline.method.branches is not None:
+        outcome["branches"] = _run_branches(tracker, job, final_base, tags, progress_actor)
     return outcome
+
+
+def _run_branches(tracker: Tracker, job: PipelineJob, base: TrialConfig, tags: dict[str, Any], progress_actor: str) -> int:
+    """The branch phase; the number of branches that finished."""
+    run = _phase_run(tracker, job, "branch", tags)
+    results = run_phase(job, "branch", run.info.run_id, base, progress_actor)
+    _close_stray_trials(tracker, run.info.run_id, job, "branch")
+    done = sum(1 for r in results if r.error is None and (r.metrics or {}).get("test_acc") is not None)
+    tracker.finish(run.info.run_id, failed_reason=None if done else "no branch finished")
+    return done
 
 
 def _phase_run(tracker: Tracker, job: PipelineJob, phase: str, tags: dict[str, Any]):

@@ -25,14 +25,19 @@ from ray import tune
 
 from orchestrator.store.records import RecordFile
 from orchestrator.store.schema import (
+    ANALYSIS_ARTIFACT,
+    ANALYSIS_EVENTS,
     CONFIG_ARTIFACT,
     DISTRIBUTION,
     DISTRIBUTIONS_ARTIFACT,
     PROMPTS_ARTIFACT,
+    RELOCATION_REWARD,
     SUMMARY_METRICS,
     TRIAL,
     TrialTags,
+    branch_trial_id,
     phase_folder,
+    snapshot_file,
     trial_key,
 )
 from orchestrator.store.tracking import MAX_REASON, Tracker, code_version
@@ -49,7 +54,7 @@ class PhaseContext:
     task: str
     group: str
     method: str
-    phase: str  # search or final
+    phase: str  # search, final or branch
     base: TrialConfig  # the pipeline's config with the selected values (final phase)
     tracking_uri: str
     output: str  # the study's output folder: trial records go under <output>/records
@@ -60,22 +65,27 @@ class PhaseContext:
     val_every: int = 0  # search trials score val this often (ASHA needs it every epoch)
     cpus: float = 1.0  # the trial's Ray resources
     gpu_fraction: float = 0.0
+    snapshot_epochs: tuple[int, ...] = ()  # final phase: keep full checkpoints here, for branches
+    branch: dict[str, Any] | None = None  # branch phase: the move's source, count and rescale
 
 
 def trial_config(context: PhaseContext, values: dict[str, Any]) -> TrialConfig:
     """The full trial config: the pipeline's base, the sampled values, the phase and seed."""
     fixed = {
         "train.seed": values.get("seed", context.search_seed),
-        "data.phase": context.phase,
+        "data.phase": "final" if context.phase == "branch" else context.phase,
         **({} if context.base.train.threads is not None else {"train.threads": context.threads}),
         **({"eval.val_every": context.val_every} if context.val_every else {}),
     }
+    if "branch" in values:  # a branch: the final trial's config and one scripted move
+        fixed["method.moves"] = [{**context.branch, **values["branch"]}]
     return context.base.override({**searched_values(values), **fixed})
 
 
 def searched_values(values: dict[str, Any]) -> dict[str, Any]:
-    """The searched values of a trial's Tune config (a final trial's is only its seed)."""
-    return {k: v for k, v in values.items() if k != "seed"}
+    """The searched values of a trial's Tune config (a final trial's is only its seed, a
+    branch's its seed and branch point)."""
+    return {k: v for k, v in values.items() if k not in ("seed", "branch")}
 
 
 def config_hash(config: TrialConfig) -> str:
@@ -112,7 +122,10 @@ class ResultWriter:
             tags[DISTRIBUTION] = json.dumps(result.distribution)
             rows = distribution_rows(result)
             self.record.tags(tags)
-        self.record.end("FINISHED", summary, distributions=rows)
+        analysis = {kind: result.events[kind] for kind in ANALYSIS_EVENTS if kind in result.events}
+        self.record.end("FINISHED", summary, distributions=rows, analysis=analysis)
+        if analysis:
+            self.tracker.client.log_dict(self.run_id, analysis, ANALYSIS_ARTIFACT)
         if rows is not None:
             _log_prompt_artifacts(self.tracker, self.run_id, result.artifacts, rows)
         self.tracker.log(self.run_id, summary, step=epoch, tags=tags)
@@ -126,6 +139,10 @@ class TuneReporter(Callback):
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.last_val: float | None = None
+        self.reward: float | None = None  # credited at this epoch's relocation
+
+    def on_relocation(self, trainer: Trainer, event: dict[str, Any]) -> None:
+        self.reward = event.get("reward")
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.epoch > 0:  # restored from a checkpoint
@@ -133,6 +150,9 @@ class TuneReporter(Callback):
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         epoch = int(metrics["epoch"])
+        if self.reward is not None:
+            metrics = {**metrics, RELOCATION_REWARD: self.reward}
+            self.reward = None
         self.log.epoch(epoch, metrics)
         # Tune wants the metric in every result: epochs without evaluation repeat the last
         # val score (0 before the first); `val_evaluated` tells them apart.
@@ -153,7 +173,12 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     config = trial_config(context, values)
     trial_id = tune.get_context().get_trial_id()
     tracker = Tracker(context.tracking_uri, context.study)
-    key = trial_key(context.study, context.task, context.method, context.phase, values.get("seed"), trial_id)
+    point = values.get("branch")
+    if point is not None:
+        seed = values["seed"]
+        key = trial_key(context.study, context.task, context.method, context.phase, None, branch_trial_id(seed, **point))
+    else:
+        key = trial_key(context.study, context.task, context.method, context.phase, values.get("seed"), trial_id)
     tags = TrialTags(
         study=context.study,
         task=context.task,
@@ -181,10 +206,21 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     log = ResultWriter(tracker, run_id, RecordFile(folder / f"{key.rsplit('/', 1)[1]}.jsonl"))
     log.start(key, tags, config)
     checkpoint = tune.get_checkpoint()
+    callbacks: list[Callback] = [TuneReporter(log, context.checkpoint_every)]
+    if context.snapshot_epochs:
+        folder = snapshot_file(context.output, context.task, context.method, config.train.seed, 0).parent
+        callbacks.append(Snapshots(folder, context.snapshot_epochs))
+    branch_from = None
+    if point is not None and checkpoint is None:
+        branch_from = snapshot_file(context.output, context.task, context.method, values["seed"], point["epoch"])
+        if not branch_from.is_file():
+            log.failed(f"branch: the final trial's checkpoint {branch_from} is missing (did seed {values['seed']} finish?)")
+            tune.report({"val_acc": math.nan, "failed": 1})
+            return
     try:
         with checkpoint.as_directory() if checkpoint is not None else nullcontext() as saved:
             resume_from = Path(saved) / CHECKPOINT_FILE if saved is not None else None
-            result = fit(config, callbacks=[TuneReporter(log, context.checkpoint_every)], resume_from=resume_from)
+            result = fit(config, callbacks=callbacks, resume_from=resume_from, branch_from=branch_from)
     except DivergedError as err:
         log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
@@ -192,6 +228,17 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     summary = {name: getattr(result, name) for name in SUMMARY_METRICS}
     log.finished(summary, result.epochs_completed, result)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
+
+
+class Snapshots(Callback):
+    """Full checkpoints after chosen epochs (kept, unlike Tune's), for branch runs."""
+
+    def __init__(self, folder: Path, epochs: tuple[int, ...]) -> None:
+        self.folder, self.epochs = folder, set(epochs)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if trainer.epoch in self.epochs:
+            trainer.save_checkpoint(self.folder / f"epoch{trainer.epoch}.pt")
 
 
 def distribution_rows(result: FitResult) -> list[dict[str, int]]:

@@ -64,6 +64,7 @@ def run_phase(
         val_every=1 if asha else 0,
         cpus=study.resources.cpu,
         gpu_fraction=study.resources.gpu,
+        **_branching(pipeline, phase),
     )
     trainable = tune.with_resources(
         tune.with_parameters(_named_trainable(name), context=context),
@@ -71,7 +72,12 @@ def run_phase(
     )
     storage = Path(job.output) / "tune"
     path = storage / name
-    grid = {"seed": tune.grid_search(list(study.final.seeds))} if phase == "final" else None
+    grid = None
+    if phase != "search":
+        grid = {"seed": tune.grid_search(list(study.final.seeds))}
+    if phase == "branch":
+        points = [{"epoch": epoch, "target": target} for epoch, target in pipeline.branch_points()]
+        grid["branch"] = tune.grid_search(points)
     # Tune writes tuner.pkl before its first experiment state: a driver killed in between
     # leaves a folder that "can restore" into an empty experiment. Start those afresh.
     if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
@@ -103,10 +109,25 @@ def run_phase(
         tuner = tune.Tuner(
             trainable,
             param_space=grid,
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=len(study.final.seeds), reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=max(len(study.final.seeds), study.search.concurrency),
+                reuse_actors=True,
+            ),
             run_config=run_config,
         )
     return tuner.fit()
+
+
+def _branching(pipeline: Pipeline, phase: str) -> dict[str, Any]:
+    """What a branched method's final trials keep (checkpoints at the branch epochs) and what
+    its branch trials move."""
+    branches = pipeline.method.branches
+    if branches is None or phase == "search":
+        return {}
+    if phase == "final":
+        return {"snapshot_epochs": tuple(branches.branch_epochs(pipeline.base.train.epochs))}
+    return {"branch": {"source": branches.source, "count": branches.count, "rescale": branches.rescale}}
 
 
 def _named_trainable(name: str):

@@ -4,7 +4,7 @@ Turns a study's trials into tables for a paper, under ``<output>/results``:
 ``trials/epochs/distributions/selections.parquet`` (schema in `report.frames`); in ``tables/``
 one table per benchmark (VTAB-1k with its group means and both averages, FGVC, the mini
 benchmark) with the published numbers and our difference to them, the ablation table of an
-ablation study, the comparison with a baseline (Wilcoxon signed-rank across tasks), what each
+ablation study, the paper's analyses (adjustment timing, idleness fidelity, relocation rewards), the comparison with a baseline (Wilcoxon signed-rank across tasks), what each
 pipeline selected, the coverage (what is done, running, failed or missing) and the cost, each
 in Markdown, LaTeX and CSV; and the figures in ``figures/`` (PNG and PDF). Read from the output
 folder's records by default, or from an MLflow tracking server: both give the same tables.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.report.analyses import fidelity_table, reward_table, timing_tables
 from orchestrator.report.coverage import STATES, cost_note, cost_table, coverage, trial_hours
 from orchestrator.report.frames import Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
 from orchestrator.report.model import Table
@@ -63,6 +64,10 @@ def build_tables(study: Study, results: Results, baseline: str | None = None, pu
     placement = placement_table(study, results)
     if placement is not None:
         tables["placement"] = placement
+    tables.update(timing_tables(study, results))
+    for analysis in (fidelity_table(results), reward_table(study, results)):
+        if analysis is not None:
+            tables[analysis.name] = analysis
     tables["selections"] = selection_table(study, results.selections)
     tables["coverage"], frame = coverage(study, results.trials)
     tables["cost"] = cost_table(study, hours)

@@ -7,7 +7,8 @@ import pandas as pd
 from orchestrator.report.model import Cell, Column, Row, Table, task_columns
 from orchestrator.report.published import PARAMS
 from orchestrator.report.scores import missing
-from orchestrator.spec.plan import planned_trials
+from orchestrator.spec.plan import branch_points, planned_trials
+from orchestrator.store.schema import branch_trial_id
 from orchestrator.spec.study import Study
 
 STATES = ("done", "stopped", "running", "failed", "missing")
@@ -15,7 +16,8 @@ STATUS_STATE = {"FINISHED": "done", "KILLED": "stopped", "RUNNING": "running", "
 
 
 def coverage(study: Study, trials: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
-    """Every planned trial (search trials by number, final trials by seed) and its state."""
+    """Every planned trial (search trials by number, final trials by seed, branch trials by
+    seed, epoch and target block) and its state."""
     rows = []
     for entry in study.methods:
         for spec in study.task_specs:
@@ -29,6 +31,16 @@ def coverage(study: Study, trials: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             by_seed = {int(seed): STATUS_STATE.get(status, status) for seed, status in zip(final["seed"], final["status"])}
             for seed in dict.fromkeys([*study.final.seeds, *by_seed]):
                 rows.append((entry.key, spec.name, "final", f"seed {seed}", by_seed.get(seed, "missing")))
+            if entry.branches is not None:
+                branch = mine[mine["phase"] == "branch"]
+                by_point = {t.rsplit("/", 1)[1]: STATUS_STATE.get(s, s) for t, s in zip(branch["trial"], branch["status"])}
+                points = [
+                    branch_trial_id(seed, epoch, target)
+                    for seed in study.final.seeds
+                    for epoch, target in branch_points(entry, study.trial_config(entry, spec))
+                ]
+                for point in dict.fromkeys([*points, *by_point]):
+                    rows.append((entry.key, spec.name, "branch", point, by_point.get(point, "missing")))
     frame = pd.DataFrame(rows, columns=["method", "task", "phase", "slot", "state"])
     columns = task_columns(study.task_specs)
     table = Table("coverage", f"Coverage of study {study.name}: planned trials and their state", columns)
@@ -50,9 +62,10 @@ def _coverage_groups(frame: pd.DataFrame):
     """Rows of the matrix: each method's search (all its trials in one cell), then each seed."""
     for method in dict.fromkeys(frame["method"]):
         mine = frame[frame["method"] == method]
-        search = mine[mine["phase"] == "search"]
-        if len(search):
-            yield (method, "search", "search"), search
+        for phase in ("search", "branch"):
+            part = mine[mine["phase"] == phase]
+            if len(part):
+                yield (method, phase, phase), part
         final = mine[mine["phase"] == "final"]
         for slot in dict.fromkeys(final["slot"]):
             yield (method, "final", f"final {slot}"), final[final["slot"] == slot]
@@ -83,7 +96,7 @@ def trial_hours(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 def cost_table(study: Study, hours: pd.DataFrame) -> Table:
     specs = study.task_specs
     columns = task_columns(specs) + [Column("total", "Total")]
-    table = Table("cost", "Cost: trial-hours (GPU-hours), search and final together", columns)
+    table = Table("cost", "Cost: trial-hours (GPU-hours), every phase together", columns)
     for entry in study.methods:
         mine = hours[hours["method"] == entry.key]
         cells = {}

@@ -7,7 +7,11 @@ them over a trial, and validation curves.
 - ``trace_<task>_<method>``: blocks x epochs, one final trial's distribution after every
   relocation (the lowest finished seed);
 - ``val_curves_<benchmark>``: per task, each method's selected search trial's val accuracy per
-  epoch (the trial the pipeline recorded as selected, `Results.selections`).
+  epoch (the trial the pipeline recorded as selected, `Results.selections`);
+- ``ablation`` (an ablation study): per task, each variant's mean test accuracy ± std over seeds;
+- the analyses (`report.analyses`): ``timing_<method>`` (branch epoch x target block, the test
+  gain over the unmoved run), ``fidelity_<method>`` (each prompt's score against the measured
+  loss drop of removing it), ``rewards`` (the mean relocation reward per epoch).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from orchestrator.report.analyses import branch_gains, fidelity_frame
 from orchestrator.report.frames import Results
 from orchestrator.report.tables import final_distributions
 from orchestrator.spec.study import Study
+from orchestrator.store.schema import RELOCATION_REWARD
 
 FORMATS = ("png", "pdf")
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}  # same data, same bytes
@@ -39,6 +45,11 @@ def write_figures(study: Study, results: Results, folder: Path) -> list[Path]:
         files += _traces(method, part, folder)
     for benchmark in dict.fromkeys(s.benchmark for s in study.task_specs):
         files += _val_curves(study, benchmark, results.selections, results.epochs, folder)
+    if study.ablation is not None:
+        files += _ablation_bars(study, results.trials, folder)
+    files += _timing_heatmaps(branch_gains(results), folder)
+    files += _fidelity_scatter(fidelity_frame(results), folder)
+    files += _reward_curves(study, results, folder)
     return files
 
 
@@ -123,3 +134,84 @@ def _val_curves(study: Study, benchmark: str, selections: pd.DataFrame, epochs: 
     figure.suptitle(f"val accuracy of each method's selected search trial ({benchmark})")
     figure.tight_layout(rect=(0, 0.06, 1, 0.96))
     return _save(figure, folder, f"val_curves_{benchmark}")
+
+
+def _ablation_bars(study: Study, trials: pd.DataFrame, folder: Path) -> list[Path]:
+    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED") & trials["test_acc"].notna()]
+    if finals.empty:
+        return []
+    tasks = [s.name for s in study.task_specs]
+    variants = [e.key for e in study.methods]
+    width = 0.8 / len(variants)
+    figure, axes = plt.subplots(figsize=(1.2 * len(tasks) * max(1, len(variants) / 3) + 2, 3.5))
+    for i, variant in enumerate(variants):
+        scores = finals[finals["method"] == variant].groupby("task")["test_acc"].agg(["mean", "std"]).reindex(tasks)
+        positions = np.arange(len(tasks)) + (i - (len(variants) - 1) / 2) * width
+        axes.bar(positions, 100 * scores["mean"].astype(float), width, yerr=100 * scores["std"].astype(float).fillna(0), label=variant, capsize=2)
+    axes.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    axes.set_ylabel("test top-1 % (mean ± std over seeds)")
+    axes.set_title(f"Ablation: {study.ablation.factor}")
+    axes.legend(fontsize=7, ncol=min(4, len(variants)), frameon=False)
+    return _save(figure, folder, "ablation")
+
+
+def _timing_heatmaps(gains: pd.DataFrame, folder: Path) -> list[Path]:
+    paths = []
+    for method, mine in gains.groupby("method", sort=False):
+        grid = mine.pivot_table(index="epoch", columns="target", values="gain", aggfunc="mean")
+        limit = float(np.nanmax(np.abs(grid.to_numpy(dtype=float)))) or 1.0
+        figure, axes = plt.subplots(figsize=(0.55 * grid.shape[1] + 2.5, 0.5 * grid.shape[0] + 1.6))
+        image = axes.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        axes.set_xticks(range(grid.shape[1]), [str(int(t)) for t in grid.columns])
+        axes.set_yticks(range(grid.shape[0]), [str(int(e)) for e in grid.index])
+        for row, epoch in enumerate(grid.index):
+            best = int(np.nanargmax(grid.loc[epoch].to_numpy(dtype=float)))
+            axes.scatter([best], [row], marker="*", color="black", s=40)
+        axes.set_xlabel("target block (prompts moved there)")
+        axes.set_ylabel("branch epoch")
+        axes.set_title(f"{method}: test gain (points) of a move at each epoch, over the unmoved run; * best")
+        figure.colorbar(image, ax=axes, label="gain (points)")
+        paths += _save(figure, folder, f"timing_{method}")
+    return paths
+
+
+def _fidelity_scatter(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    paths = []
+    for method, mine in frame.groupby("method", sort=False):
+        figure, grid = plt.subplots(1, 2, figsize=(8.5, 3.6))
+        epochs = sorted(mine["epoch"].unique())
+        colours = plt.cm.viridis(np.linspace(0, 1, len(epochs)))
+        for axes, removal in zip(grid, ("dropped", "zeroed")):
+            for colour, epoch in zip(colours, epochs):
+                part = mine[mine["epoch"] == epoch]
+                axes.scatter(part["taylor"].astype(float), -part[f"loss_change_{removal}"].astype(float), s=8, color=colour, label=f"epoch {epoch}")
+            axes.axhline(0, color="grey", linewidth=0.5)
+            axes.axvline(0, color="grey", linewidth=0.5)
+            axes.set_xlabel("Taylor score <dL/dp, p>")
+            axes.set_ylabel(f"loss drop when {removal}")
+            axes.set_title(f"prompt {removal}", fontsize=9)
+        grid[0].legend(fontsize=7, frameon=False)
+        figure.suptitle(f"{method}: idleness score vs the measured effect of removing each prompt (final trials)")
+        figure.tight_layout()
+        paths += _save(figure, folder, f"fidelity_{method}")
+    return paths
+
+
+def _reward_curves(study: Study, results: Results, folder: Path) -> list[Path]:
+    epochs = results.epochs
+    if RELOCATION_REWARD not in epochs or epochs[RELOCATION_REWARD].isna().all():
+        return []
+    trials = results.trials
+    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
+    rewards = epochs[["trial", "epoch", RELOCATION_REWARD]].dropna().merge(finals[["trial", "method"]], on="trial")
+    figure, axes = plt.subplots(figsize=(6, 3.4))
+    for entry in study.methods:
+        curve = rewards[rewards["method"] == entry.key].groupby("epoch")[RELOCATION_REWARD].mean()
+        if len(curve):
+            axes.plot(curve.index.astype(int), curve.to_numpy(dtype=float), marker="o", markersize=3, label=entry.key)
+    axes.axhline(0, color="grey", linewidth=0.5)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("relocation reward (mean over final trials)")
+    axes.set_title("Reward of the allocator's choices per epoch")
+    axes.legend(fontsize=8, frameon=False)
+    return _save(figure, folder, "rewards")

@@ -21,6 +21,10 @@
     measured that epoch)
 ``distributions.parquet``: trial (string), epoch, block, count (int64): the prompts per block
     at the start (epoch 0) and after every relocation (PRO-VPT trials only)
+``fidelity.parquet``: trial (string), epoch, prompt, block (int64), taylor, method_score,
+    loss_change_dropped, loss_change_zeroed (float64): the idleness-fidelity analysis, every
+    prompt's score beside the measured loss change when it is removed (provpt_core's
+    `fidelity` event; method_score null where relocation had no score that epoch)
 ``selections.parquet``, one row per pipeline that reached its final phase: study, task, method
     (string); trial (string: the selected search trial's key, null if nothing was searched);
     values (string: JSON of the selected values); val_acc (float64, null if nothing was
@@ -43,6 +47,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.store.records import RecordedTrial, read_records, read_selections
 from orchestrator.store.schema import (
+    ANALYSIS_ARTIFACT,
     CONFIG_ARTIFACT,
     DISTRIBUTIONS_ARTIFACT,
     FAILURE_REASON,
@@ -60,7 +65,17 @@ from orchestrator.store.schema import (
 from provpt_core import flatten
 
 SCHEMA_VERSION = "provpt.results/2"
-TABLES = ("trials", "epochs", "distributions", "selections")
+TABLES = ("trials", "epochs", "distributions", "selections", "fidelity")
+FIDELITY_COLUMNS: dict[str, pa.DataType] = {
+    "trial": pa.string(),
+    "epoch": pa.int64(),
+    "prompt": pa.int64(),
+    "block": pa.int64(),
+    "taylor": pa.float64(),
+    "method_score": pa.float64(),
+    "loss_change_dropped": pa.float64(),
+    "loss_change_zeroed": pa.float64(),
+}
 TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "trial": pa.string(),
     **{name: pa.string() for name in IDENTITY},
@@ -105,6 +120,7 @@ class Results:
     epochs: pd.DataFrame
     distributions: pd.DataFrame
     selections: pd.DataFrame
+    fidelity: pd.DataFrame
 
 
 class Recorded(NamedTuple):
@@ -158,10 +174,12 @@ def _from_run(client, run) -> RecordedTrial:
         for point in sorted(client.get_metric_history(run_id, name), key=lambda m: (m.step, m.timestamp)):
             epochs.setdefault(point.step, {})[name] = point.value  # a re-run epoch's last value
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    config, distributions = {}, []
+    config, distributions, analysis = {}, [], {}
     with tempfile.TemporaryDirectory() as folder:
         if CONFIG_ARTIFACT in artifacts:
             config = json.loads(Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)).read_text())
+        if ANALYSIS_ARTIFACT in artifacts:
+            analysis = json.loads(Path(client.download_artifacts(run_id, ANALYSIS_ARTIFACT, folder)).read_text())
         if DISTRIBUTIONS_ARTIFACT in artifacts:
             frame = pd.read_parquet(client.download_artifacts(run_id, DISTRIBUTIONS_ARTIFACT, folder))
             distributions = [tuple(int(v) for v in row) for row in frame[["epoch", "block", "count"]].itertuples(index=False)]
@@ -176,6 +194,7 @@ def _from_run(client, run) -> RecordedTrial:
         epochs=dict(sorted(epochs.items())),
         distributions=distributions,
         failure_reason=tags.get(FAILURE_REASON),
+        analysis=analysis,
     )
 
 
@@ -183,7 +202,7 @@ def to_frames(results: list[RecordedTrial], selections: list[SelectionRecord] = 
     """The four tables, sorted by trial key (then epoch, block; selections by task and method),
     so equal inputs give equal bytes."""
     results = sorted(results, key=lambda r: r.key)
-    trial_rows, config_rows, epoch_rows, distribution_rows = [], [], [], []
+    trial_rows, config_rows, epoch_rows, distribution_rows, fidelity_rows = [], [], [], [], []
     for result in results:
         tags = result.tags
         trial_rows.append(
@@ -202,6 +221,7 @@ def to_frames(results: list[RecordedTrial], selections: list[SelectionRecord] = 
         distribution_rows += [
             {"trial": result.key, "epoch": e, "block": b, "count": c} for e, b, c in sorted(result.distributions)
         ]
+        fidelity_rows += _fidelity_rows(result)
     trials = _typed_frame(trial_rows, TRIAL_COLUMNS)
     config_names = sorted({name for row in config_rows for name in row})
     for name in config_names:
@@ -216,7 +236,29 @@ def to_frames(results: list[RecordedTrial], selections: list[SelectionRecord] = 
     chosen = [
         {**vars(s), "values": json.dumps(s.values, sort_keys=True)} for s in sorted(selections, key=lambda s: (s.task, s.method))
     ]
-    return Results(trials, epochs, distributions, _typed_frame(chosen, SELECTION_COLUMNS))
+    fidelity = _typed_frame(fidelity_rows, FIDELITY_COLUMNS)
+    return Results(trials, epochs, distributions, _typed_frame(chosen, SELECTION_COLUMNS), fidelity)
+
+
+def _fidelity_rows(result: RecordedTrial) -> list[dict[str, Any]]:
+    """One row per prompt and measured epoch, from the trial's `fidelity` events."""
+    rows = []
+    for event in result.analysis.get("fidelity", []):
+        scores = event.get("method_score") or [None] * len(event["prompt"])
+        for i, prompt in enumerate(event["prompt"]):
+            rows.append(
+                {
+                    "trial": result.key,
+                    "epoch": event["epoch"],
+                    "prompt": prompt,
+                    "block": event["block"][i],
+                    "taylor": event["taylor"][i],
+                    "method_score": scores[i],
+                    "loss_change_dropped": event["loss_change_dropped"][i],
+                    "loss_change_zeroed": event["loss_change_zeroed"][i],
+                }
+            )
+    return rows
 
 
 def _cast(value: Any, kind: pa.DataType) -> Any:
@@ -280,4 +322,13 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
 
 
 def read_parquet(folder: Path) -> Results:
-    return Results(*(pd.read_parquet(folder / f"{name}.parquet", dtype_backend="pyarrow") for name in TABLES))
+    """The tables written by `write_parquet`; a results folder from before the fidelity table
+    reads as having none."""
+    frames = {}
+    for name in TABLES:
+        path = folder / f"{name}.parquet"
+        if name == "fidelity" and not path.exists():
+            frames[name] = _typed_frame([], FIDELITY_COLUMNS)
+            continue
+        frames[name] = pd.read_parquet(path, dtype_backend="pyarrow")
+    return Results(**frames)

@@ -1,14 +1,16 @@
-"""A study expands to pipelines (task x method); each runs a search phase then a final phase.
+"""A study expands to pipelines (task x method); each runs a search phase then a final phase,
+and, for a method with `branches`, a branch phase (branches of the final trials).
 
 `--dry-run` prints this plan with trial counts and an estimate of trial-hours, without Ray.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from orchestrator.spec.study import MethodEntry, Study
-from provpt_core import METHODS, TaskSpec, TrialConfig
+from provpt_core import METHODS, TaskSpec, TrialConfig, backbone_depth
 
 # Training images per second of one trial, for the estimate only: measured where noted,
 # assumed otherwise. Evaluation counts a third of a training image.
@@ -17,7 +19,7 @@ THROUGHPUT = {
 }
 DEFAULT_THROUGHPUT = {"cpu": 20.0, "gpu": 1500.0}
 EVAL_COST = 1 / 3
-PHASES = ("search", "final")
+PHASES = ("search", "final", "branch")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,23 @@ class Pipeline:
     def searches(self) -> bool:
         return bool(self.method.search)
 
+    def branch_points(self) -> list[tuple[int, int]]:
+        return branch_points(self.method, self.base)
+
+
+def branch_points(method: MethodEntry, base: TrialConfig) -> list[tuple[int, int]]:
+    """(epoch, target block) of every branch of one final trial; none without `branches`."""
+    branches = method.branches
+    if branches is None:
+        return []
+    targets = branches.target_blocks(depth(base.backbone.name))
+    return [(epoch, target) for epoch in branches.branch_epochs(base.train.epochs) for target in targets]
+
+
+@functools.lru_cache(maxsize=None)
+def depth(backbone: str) -> int:
+    return backbone_depth(backbone)
+
 
 def make_plan(study: Study) -> list[Pipeline]:
     return [
@@ -53,20 +72,29 @@ def planned_trials(study: Study, method: MethodEntry, phase: str) -> int:
     if nothing is searched), one final trial per seed."""
     if phase == "search":
         return study.search.trials if method.search else 0
+    if phase == "branch":
+        return len(branch_points(method, study.trial_config(method, study.task_specs[0]))) * len(study.final.seeds)
     return len(study.final.seeds)
 
 
 def trial_seconds(study: Study, pipeline: Pipeline, phase: str) -> float:
-    """A rough trial duration from the trial config and a throughput table."""
+    """A rough trial duration from the trial config and a throughput table; a branch trial's is
+    the mean over its branch points of the epochs left after the branch."""
     config = pipeline.base
     device = "gpu" if study.resources.gpu > 0 else "cpu"
     rate = THROUGHPUT.get((config.backbone.name, device), DEFAULT_THROUGHPUT[device])
     fit_split, score_split = pipeline.task.search_splits if phase == "search" else pipeline.task.final_splits
     method = METHODS[pipeline.method.name]
+    epochs = config.train.epochs
+    if phase == "branch":
+        points = pipeline.branch_points()
+        epochs = sum(epochs - epoch for epoch, _ in points) / len(points) if points else 0
     if method.frozen_features:  # features computed once, the head trains on them
         images = pipeline.task.split_sizes[fit_split] * EVAL_COST
     else:
-        images = pipeline.task.split_sizes[fit_split] * config.train.epochs * method.epoch_cost(config.method)
+        images = pipeline.task.split_sizes[fit_split] * epochs * method.epoch_cost(config.method)
+        measured = method.measurement_images(config.method, config.train.batch_size, depth(config.backbone.name))
+        images += measured * EVAL_COST
     evaluated = pipeline.task.split_sizes[score_split] * EVAL_COST
     return (images + evaluated) / rate
 
@@ -82,17 +110,17 @@ def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_u
         "recipes (how each method trains):",
         *_recipe_lines(study),
         "",
-        f"{'pipeline':40s} {'search':>6s} {'final':>6s} {'trial-hours':>12s}",
+        f"{'pipeline':40s} {'search':>6s} {'final':>6s} {'branch':>6s} {'trial-hours':>12s}",
     ]
-    totals = {"search": 0, "final": 0, "hours": 0.0}
+    totals = {"search": 0, "final": 0, "branch": 0, "hours": 0.0}
     for pipeline in pipelines:
         n = {phase: planned_trials(study, pipeline.method, phase) for phase in PHASES}
-        hours = sum(n[phase] * trial_seconds(study, pipeline, phase) for phase in n) / 3600
-        totals["search"] += n["search"]
-        totals["final"] += n["final"]
+        hours = sum(n[phase] * trial_seconds(study, pipeline, phase) for phase in n if n[phase]) / 3600
+        for phase in PHASES:
+            totals[phase] += n[phase]
         totals["hours"] += hours
-        lines.append(f"{pipeline.key:40s} {n['search']:6d} {n['final']:6d} {hours:12.2f}")
-    lines.append(f"{'total':40s} {totals['search']:6d} {totals['final']:6d} {totals['hours']:12.2f}")
+        lines.append(f"{pipeline.key:40s} {n['search']:6d} {n['final']:6d} {n['branch']:6d} {hours:12.2f}")
+    lines.append(f"{'total':40s} {totals['search']:6d} {totals['final']:6d} {totals['branch']:6d} {totals['hours']:12.2f}")
     device = "GPU" if study.resources.gpu > 0 else "CPU"
     lines.append(f"(estimate from a throughput table; {device} trial-hours)")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 A study is YAML, validated here before Ray starts; any mistake is one message that names the
 file and the field, e.g. ``studies/x.yaml: methods[1].search.train.lr: low 0.5 > high 0.1``.
 ``${VAR}`` and ``${VAR:-default}`` in strings are replaced from the environment (paths, URIs);
-credentials belong in the environment, never in a study file.
+a value that is one placeholder with a numeric default (``epochs: ${EPOCHS:-12}``) is a number.
+Credentials belong in the environment, never in a study file.
 
     name: quickstart
     tasks: [mini]                     # names, aliases or selectors (vtab1k:structured, fgvc, mini)
@@ -34,7 +35,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.spec.space import Param, corner_values
-from provpt_core import METHODS, ConfigError, Recipe, TaskSpec, TrialConfig, merge, published_recipe, resolve_tasks
+from provpt_core import (
+    METHODS,
+    ConfigError,
+    Recipe,
+    TaskSpec,
+    TrialConfig,
+    backbone_depth,
+    fraction_epoch,
+    merge,
+    published_recipe,
+    resolve_tasks,
+)
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -47,6 +59,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BranchSection(_Strict):
+    """The adjustment-timing analysis: from each final trial's checkpoint at `epochs` (0-based:
+    the move happens before that epoch trains), branch runs that move `count` prompts from
+    block `source` to each of `targets` and train to the end; they cost the remaining epochs."""
+
+    epochs: list[int] = Field(default_factory=list)
+    fractions: list[float] = Field(default_factory=list)  # or: at these fractions of the training
+    source: int = Field(ge=0)
+    targets: list[int] | None = None  # None: every block but the source
+    count: int = Field(1, ge=1)
+    rescale: float = Field(1e-3, gt=0)  # a moved prompt is multiplied by this, as PRO-VPT's
+
+    @model_validator(mode="after")
+    def _when(self) -> BranchSection:
+        if not self.epochs and not self.fractions:
+            raise ValueError("give epochs (0-based, e.g. [25, 50, 75]) or fractions of the training (e.g. [0.25, 0.5, 0.75])")
+        if any(not 0 < f < 1 for f in self.fractions):
+            raise ValueError(f"fractions: expected numbers in (0, 1), got {self.fractions}")
+        return self
+
+    def branch_epochs(self, total: int) -> list[int]:
+        """The branch epochs (0-based) of a trial of `total` epochs, in order."""
+        return sorted({*self.epochs, *(fraction_epoch(f, total) for f in self.fractions)})
+
+    def target_blocks(self, depth: int) -> list[int]:
+        return [b for b in range(depth) if b != self.source] if self.targets is None else list(self.targets)
+
+
 class MethodEntry(_Strict):
     name: str
     label: str | None = None  # name in tables and runs when one method appears twice
@@ -56,6 +96,7 @@ class MethodEntry(_Strict):
     # fine-tuning's {train: {optimizer: adamw, lr: 1.0e-4}}
     trial: dict[str, Any] = Field(default_factory=dict)
     recipe: Literal["shared", "published"] | None = None  # None: the study's
+    branches: BranchSection | None = None  # branch runs of the final trials (adjustment timing)
 
     @field_validator("name")
     @classmethod
@@ -270,7 +311,23 @@ def _interpolate(value: Any, path: Path, field: str = "") -> Any:
             return default
         raise StudyError(f"{path}: {field}: environment variable {name} is not set")
 
+    whole = _ENV.fullmatch(value)
+    if whole is not None and whole.group(2) is not None and _number(whole.group(2)) is not None:
+        number = _number(replace(whole))
+        if number is None:
+            raise StudyError(f"{path}: {field}: expected a number in ${{{whole.group(1)}}}, got {replace(whole)!r}")
+        return number
     return _ENV.sub(replace, value)
+
+
+def _number(text: str) -> int | float | None:
+    """`text` as an int or a float; None if it is neither."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
 
 
 def _check_trials(study: Study, path: Path) -> None:
@@ -295,8 +352,33 @@ def _check_trials(study: Study, path: Path) -> None:
                     base.override(values)
             except ConfigError as err:
                 raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
+        if method.branches is not None:
+            _check_branches(study, i, method, path)
         if len({m.key for m in study.methods}) != len(study.methods):
             raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")
+
+
+def _check_branches(study: Study, index: int, method: MethodEntry, path: Path) -> None:
+    """Branch epochs inside the training, blocks inside the backbone, a method that can move prompts."""
+    where = f"{path}: methods[{index}].branches"
+    if "moves" not in METHODS[method.name].config_class.__dataclass_fields__:
+        movable = sorted(n for n, m in METHODS.items() if "moves" in m.config_class.__dataclass_fields__)
+        raise StudyError(f"{where}: {method.name} has no prompts to move; branch one of {', '.join(movable)}")
+    branches = method.branches
+    base = study.trial_config(method, study.task_specs[0])
+    epochs = base.train.epochs
+    wrong = [e for e in branches.branch_epochs(epochs) if not 1 <= e < epochs]
+    if wrong:
+        raise StudyError(f"{where}.epochs: expected epochs in [1, {epochs - 1}] (the trial trains {epochs}), got {wrong[0]}")
+    depth = backbone_depth(base.backbone.name)
+    blocks = [branches.source, *(branches.targets or [])]
+    if max(blocks) >= depth:
+        raise StudyError(f"{where}: block {max(blocks)} does not exist: {base.backbone.name} has {depth} blocks (0-{depth - 1})")
+    if branches.count > base.method.num_prompts:
+        raise StudyError(
+            f"{where}.count: {branches.count} prompts cannot leave block {branches.source}, which starts with "
+            f"{base.method.num_prompts}"
+        )
 
 
 def _check_searched_lr(study: Study, index: int, method: MethodEntry, base: TrialConfig, path: Path) -> None:

@@ -4,7 +4,7 @@ Every trial appends JSON lines to ``<output>/records/<task>/<method>/<phase>/<tr
 as it runs: a ``start`` line (MLflow run id, tags, the whole config), one ``epoch`` line per
 epoch, ``tags`` lines the driver adds later, a ``resume`` line when a retry restores a
 checkpoint (its epoch), and an ``end`` line (status, summary metrics,
-failure reason, the prompt distribution after every relocation). The results tables can be
+failure reason, the prompt distribution after every relocation, the analyses' events). The results tables can be
 built from these files alone (`orchestrator.report`), and must equal those built from MLflow.
 
 A trial retried from a checkpoint appends again and logs the epochs it runs again: the last
@@ -41,6 +41,7 @@ class RecordedTrial:
     distributions: list[tuple[int, int, int]] = field(default_factory=list)  # (epoch, block, count)
     failure_reason: str | None = None
     resumed_from: list[int] = field(default_factory=list)  # the checkpoint epoch of each restart
+    analysis: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # schema.ANALYSIS_EVENTS
 
 
 def present(values: dict[str, Any]) -> dict[str, float]:
@@ -78,6 +79,7 @@ class RecordFile:
         summary: dict[str, Any] | None = None,
         failure_reason: str | None = None,
         distributions: list[dict[str, int]] | None = None,
+        analysis: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         rows = [[r["epoch"], r["block"], r["count"]] for r in distributions or []]
         self._append(
@@ -87,6 +89,7 @@ class RecordFile:
                 "summary": present(summary or {}),
                 "failure_reason": failure_reason,
                 "distributions": rows,
+                "analysis": analysis or {},
             }
         )
 
@@ -122,6 +125,7 @@ def read_record(path: Path) -> RecordedTrial:
             result.summary = event["summary"]
             result.failure_reason = event["failure_reason"]
             result.distributions = [tuple(row) for row in event["distributions"]]
+            result.analysis = event.get("analysis", {})
         else:
             raise ValueError(f"{path}:{number}: unknown event {kind!r}")
     if result is None:

@@ -39,6 +39,10 @@ CONFIG_ARTIFACT = "config.json"  # the whole trial config
 PROMPTS_ARTIFACT = "prompts.safetensors"  # the method's exported tensors
 DISTRIBUTIONS_ARTIFACT = "distributions.parquet"  # prompts per block after every relocation
 STUDY_ARTIFACT = "study.json"  # on the study run: the study's settings
+ANALYSIS_ARTIFACT = "analysis.json"  # the events of the paper's analyses (ANALYSIS_EVENTS)
+# FitResult.events kept for the analyses: removal effects beside scores, scripted moves
+ANALYSIS_EVENTS = ("fidelity", "scripted_move")
+RELOCATION_REWARD = "relocation_reward"  # epoch metric: the reward credited at that epoch's relocation
 IDENTITY = ("study", "task", "group", "method", "phase")
 
 
@@ -79,6 +83,15 @@ SELECTION_FILE = "selection.json"
 
 def phase_folder(output: str | Path, task: str, method: str, phase: str) -> Path:
     return Path(output) / RECORDS / task / method / phase
+
+
+def snapshot_file(output: str | Path, task: str, method: str, seed: int, epoch: int) -> Path:
+    """A final trial's full checkpoint after `epoch` epochs: where its branches start."""
+    return Path(output) / "snapshots" / task / method / f"seed{seed}" / f"epoch{epoch}.pt"
+
+
+def branch_trial_id(seed: int, epoch: int, target: int) -> str:
+    return f"seed{seed}-epoch{epoch}-block{target}"
 
 
 def selection_file(output: str | Path, task: str, method: str) -> Path:

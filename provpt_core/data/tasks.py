@@ -127,9 +127,10 @@ def selectors() -> list[str]:
 
 
 def resolve_tasks(names: Iterable[str]) -> list[TaskSpec]:
-    """Task specs for names, aliases and selectors, in order, each task once."""
+    """Task specs for names, aliases and selectors, in order, each task once; an entry may list
+    several, separated by commas (one ``${TASKS}`` variable can then name a few)."""
     found: dict[str, TaskSpec] = {}
-    for name in names:
+    for name in (part for entry in names for part in entry.split(",")):
         key = name.strip().lower()
         benchmark, _, group = key.partition(":")
         if benchmark in ("vtab1k", "fgvc", "mini") and (not group or benchmark == "vtab1k"):

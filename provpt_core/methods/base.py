@@ -72,6 +72,12 @@ class Method:
         """An epoch's cost in training passes over the train split (a plan's estimate only)."""
         return 1.0
 
+    @classmethod
+    def measurement_images(cls, config: MethodConfig, batch_size: int, depth: int) -> float:
+        """Forward passes of images, over a whole trial, that the method spends measuring rather
+        than training (a plan's estimate only; an image's forward costs a third of a training step)."""
+        return 0.0
+
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 

@@ -50,6 +50,15 @@ class ProVPT(VPTDeep):
 
     RANDOM_CRITERION_STREAM = 7919  # the random criterion's generator: seed + this, apart from the allocator's
 
+    @classmethod
+    def measurement_images(cls, config: ProVPTConfig, batch_size: int, depth: int) -> float:
+        """Fidelity: per measured epoch, the base loss, a gradient (~3 forwards), and two
+        forwards per prompt (dropped, zeroed), each over the fixed batches."""
+        fidelity = config.fidelity
+        prompts = depth * config.num_prompts + config.relocation.max_added
+        measurements = len(fidelity.epochs) + len(fidelity.fractions)
+        return measurements * (2 * prompts + 4) * fidelity.batches * batch_size
+
     def spare_prompts(self) -> int:
         relocation = self.config.relocation
         return relocation.max_added if relocation.adjustment == "add" else 0
@@ -72,7 +81,7 @@ class ProVPT(VPTDeep):
         if due and self.config.relocation.idleness == "reference":
             self.meter.reset()
             self._identification_pass(trainer)
-        if epoch in self.config.fidelity.epochs:
+        if epoch in self.config.fidelity.measured_epochs(trainer.config.train.epochs):
             trainer.emit("fidelity", self._fidelity(trainer, epoch, scored=due or self.meter.batches > 0))
         if due:
             bank = trainer.model.prompts
