@@ -268,3 +268,64 @@ def test_credentials_in_a_tracking_uri_stay_out_of_the_output_and_the_plan(tmp_p
     claim_output(study, tmp_path / "out")  # the same study resumes into its folder
     assert main([str(path), "--dry-run"]) == 0
     assert "s3cret" not in capsys.readouterr().out
+
+
+PROVPT_ENTRY = "  - name: provpt\n    config: {num_prompts: 1}\n"
+
+
+@pytest.mark.parametrize(
+    "branches, message",
+    [
+        ("{fractions: [0.5], source: 0}", None),
+        ("{epochs: [1], source: 0, targets: [11]}", None),
+        ("{source: 0}", "methods[1].branches: give epochs (0-based, e.g. [25, 50, 75]) or fractions"),
+        ("{epochs: [2], source: 0}", "methods[1].branches.epochs: expected epochs in [1, 1] (the trial trains 2), got 2"),
+        ("{fractions: [1.5], source: 0}", "fractions: expected numbers in (0, 1)"),
+        ("{epochs: [1], source: 0, targets: [12]}", "block 12 does not exist: provpt_tiny_patch8_32 has 12 blocks (0-11)"),
+        ("{epochs: [1], source: 0, count: 2}", "methods[1].branches.count: 2 prompts cannot leave block 0, which starts with 1"),
+    ],
+)
+def test_branches_are_checked_against_the_trial_and_the_backbone(tmp_path, monkeypatch, branches, message):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    path = _write(tmp_path, MICRO.replace(PROVPT_ENTRY, f"{PROVPT_ENTRY}    branches: {branches}\n", 1))
+    if message is None:
+        study = load_study(path)
+        pipeline = make_plan(study)[1]
+        points = pipeline.branch_points()
+        assert points == ([(1, b) for b in range(1, 12)] if "fractions" in branches else [(1, 11)])
+        text = format_plan(study, make_plan(study), "/out", "sqlite:////out/mlflow.db")
+        assert text.splitlines()[-2].split()[:4] == ["total", "8", "8", str(2 * 2 * len(points))]  # 2 tasks x 2 seeds
+        return
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    assert message in str(caught.value)
+
+
+def test_a_method_without_prompts_cannot_branch(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    path = _write(tmp_path, MICRO.replace(LINEAR_TRIAL, LINEAR_TRIAL + "\n    branches: {epochs: [1], source: 0}", 1))
+    with pytest.raises(StudyError, match=r"methods\[0\]\.branches: linear has no prompts to move; branch one of .*vpt_deep"):
+        load_study(path)
+
+
+def test_a_placeholder_with_a_numeric_default_is_a_number(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    text = MICRO.replace("train: {epochs: 2,", 'train: {epochs: "${MICRO_EPOCHS:-3}",').replace(
+        "resources: {cpu: 1}", 'resources: {cpu: 1, gpu: "${MICRO_GPU:-0}"}'
+    )
+    study = load_study(_write(tmp_path, text))
+    assert study.trial_config(study.methods[0], study.task_specs[0]).train.epochs == 3 and study.resources.gpu == 0
+    monkeypatch.setenv("MICRO_EPOCHS", "7")
+    monkeypatch.setenv("MICRO_GPU", "0.25")
+    study = load_study(_write(tmp_path, text))
+    assert study.trial_config(study.methods[0], study.task_specs[0]).train.epochs == 7 and study.resources.gpu == 0.25
+    monkeypatch.setenv("MICRO_EPOCHS", "many")
+    with pytest.raises(StudyError, match=r"trial\.train\.epochs: expected a number in \$\{MICRO_EPOCHS\}, got 'many'"):
+        load_study(_write(tmp_path, text))
+
+
+def test_one_task_entry_may_list_several(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
+    monkeypatch.setenv("MICRO_TASKS", "mini_count, mini_dist")
+    study = load_study(_write(tmp_path, MICRO.replace("tasks: [mini_count, mini_loc]", 'tasks: ["${MICRO_TASKS}", mini_count]')))
+    assert [s.name for s in study.task_specs] == ["mini_count", "mini_dist"]

@@ -306,13 +306,14 @@ def test_ablation_table_rows_are_the_varied_factor():
     ]
     study = Study.model_validate(
         {"name": "fixture", "tasks": ["cifar", "eurosat"], "methods": methods, "final": {"seeds": SEEDS},
-         "ablation": {"factor": "allocator", "field": "method.relocation.allocator"}}
+         "ablation": {"factor": "allocator", "field": "method.relocation.allocator", "claim": "PPO allocates best"}}
     )
     ablation = build_tables(study, to_frames(trials))[0]["ablation"]
     assert [r.label for r in ablation.rows] == ["allocator=ppo", "allocator=random"]
     assert ablation.cell("allocator=random", MEAN_TASKS).value == pytest.approx(51.5)
     assert ablation.cell("allocator=ppo", "cifar").text() == "61.5 ± 0.7"
     assert ablation.title.startswith("Ablation: allocator")
+    assert ablation.notes == ["Published: PPO allocates best."]
 
 
 def test_figures_are_written_for_recorded_distributions(tmp_path):
@@ -417,3 +418,25 @@ def test_placement_table_compares_distributions_within_and_across_tasks():
     assert table.cell("provpt", "within").value == pytest.approx(4 / 3)
     assert table.cell("provpt", "across").value == pytest.approx(16.0)
     assert table.cell("provpt", "ratio").value == pytest.approx(12.0)
+
+
+def test_fidelity_statistics_against_hand_worked_rankings():
+    import pandas as pd
+
+    from orchestrator.report.analyses import fidelity_statistics
+
+    # removing prompt 2 lowers the loss most (the truly most idle); the Taylor score ranks it second
+    part = pd.DataFrame(
+        {
+            "taylor": [0.1, 0.2, 0.3, 0.4],
+            "method_score": [0.4, 0.3, 0.2, 0.1],
+            "loss_change_dropped": [0.3, 0.2, -0.5, 0.1],
+            "loss_change_zeroed": [-0.1, -0.2, -0.3, -0.4],
+        }
+    )
+    out = fidelity_statistics(part)
+    assert out["spearman_taylor_zeroed"] == pytest.approx(1.0)  # zeroing drops the loss exactly in Taylor's order
+    assert out["spearman_taylor_dropped"] == pytest.approx(0.8)  # drops 0.5 > -0.1 > -0.2 > -0.3 vs ranks 3,4,2,1
+    assert out["spearman_method_score_dropped"] == pytest.approx(-0.8)
+    assert out["rank_taylor"] == 2 and out["rank_method_score"] == 3 and out["prompts"] == 4
+    assert out["pearson_taylor_zeroed"] == pytest.approx(1.0)

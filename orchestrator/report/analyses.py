@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from orchestrator.report.frames import finished_finals
 from orchestrator.report.model import Cell, Column, Row, Table
 from orchestrator.spec.study import Study
 from orchestrator.store.schema import RELOCATION_REWARD
@@ -86,9 +87,17 @@ def timing_tables(study: Study, results) -> dict[str, Table]:
 
 def fidelity_frame(results) -> pd.DataFrame:
     """The fidelity rows of finished final trials, with their task and method."""
-    trials = results.trials
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    return results.fidelity.merge(finals[["trial", "task", "method", "seed"]], on="trial")
+    return results.fidelity.merge(finished_finals(results.trials)[["trial", "task", "method", "seed"]], on="trial")
+
+
+def relocation_rewards(results) -> pd.DataFrame:
+    """trial, epoch, reward, method: the reward credited at each relocation of the finished
+    final trials (empty when no method relocates)."""
+    epochs = results.epochs
+    if RELOCATION_REWARD not in epochs:
+        return pd.DataFrame(columns=["trial", "epoch", "reward", "method"])
+    rewards = epochs[["trial", "epoch", RELOCATION_REWARD]].dropna().rename(columns={RELOCATION_REWARD: "reward"})
+    return rewards.merge(finished_finals(results.trials)[["trial", "method"]], on="trial")
 
 
 def fidelity_statistics(part: pd.DataFrame) -> dict[str, float]:
@@ -148,12 +157,9 @@ def fidelity_table(results) -> Table | None:
 
 
 def reward_table(study: Study, results) -> Table | None:
-    epochs = results.epochs
-    if RELOCATION_REWARD not in epochs or epochs[RELOCATION_REWARD].isna().all():
+    rewards = relocation_rewards(results)
+    if rewards.empty:
         return None
-    trials = results.trials
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    rewards = epochs[["trial", "epoch", RELOCATION_REWARD]].dropna().merge(finals[["trial", "method"]], on="trial")
     columns = [Column("first", "Mean reward, first half"), Column("second", "Mean reward, second half"), Column("all", "Mean reward")]
     table = Table("rewards", "Relocation reward per relocation, final trials (action space)", columns)
     for entry in study.methods:
@@ -162,9 +168,9 @@ def reward_table(study: Study, results) -> Table | None:
             continue
         middle = mine["epoch"].median()
         cells = {
-            "first": Cell(float(mine[mine["epoch"] <= middle][RELOCATION_REWARD].mean()), digits=4),
-            "second": Cell(float(mine[mine["epoch"] > middle][RELOCATION_REWARD].mean()), digits=4),
-            "all": Cell(float(mine[RELOCATION_REWARD].mean()), digits=4),
+            "first": Cell(float(mine[mine["epoch"] <= middle]["reward"].mean()), digits=4),
+            "second": Cell(float(mine[mine["epoch"] > middle]["reward"].mean()), digits=4),
+            "all": Cell(float(mine["reward"].mean()), digits=4),
         }
         table.rows.append(Row(entry.key, "ours", entry.key, cells))
     table.notes.append("reward = loss before - loss after - the largest idleness after (the allocator's signal); per epoch in the rewards figure.")

@@ -25,11 +25,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from orchestrator.report.analyses import branch_gains, fidelity_frame
-from orchestrator.report.frames import Results
+from orchestrator.report.analyses import branch_gains, fidelity_frame, relocation_rewards
+from orchestrator.report.frames import Results, finished_finals
 from orchestrator.report.tables import final_distributions
 from orchestrator.spec.study import Study
-from orchestrator.store.schema import RELOCATION_REWARD
 
 FORMATS = ("png", "pdf")
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}  # same data, same bytes
@@ -137,7 +136,8 @@ def _val_curves(study: Study, benchmark: str, selections: pd.DataFrame, epochs: 
 
 
 def _ablation_bars(study: Study, trials: pd.DataFrame, folder: Path) -> list[Path]:
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED") & trials["test_acc"].notna()]
+    finals = finished_finals(trials)
+    finals = finals[finals["test_acc"].notna()]
     if finals.empty:
         return []
     tasks = [s.name for s in study.task_specs]
@@ -151,7 +151,7 @@ def _ablation_bars(study: Study, trials: pd.DataFrame, folder: Path) -> list[Pat
     axes.set_xticks(range(len(tasks)), tasks, fontsize=8)
     axes.set_ylabel("test top-1 % (mean ± std over seeds)")
     axes.set_title(f"Ablation: {study.ablation.factor}")
-    axes.legend(fontsize=7, ncol=min(4, len(variants)), frameon=False)
+    axes.legend(fontsize=7, ncol=min(4, len(variants)), frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return _save(figure, folder, "ablation")
 
 
@@ -198,15 +198,12 @@ def _fidelity_scatter(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def _reward_curves(study: Study, results: Results, folder: Path) -> list[Path]:
-    epochs = results.epochs
-    if RELOCATION_REWARD not in epochs or epochs[RELOCATION_REWARD].isna().all():
+    rewards = relocation_rewards(results)
+    if rewards.empty:
         return []
-    trials = results.trials
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    rewards = epochs[["trial", "epoch", RELOCATION_REWARD]].dropna().merge(finals[["trial", "method"]], on="trial")
     figure, axes = plt.subplots(figsize=(6, 3.4))
     for entry in study.methods:
-        curve = rewards[rewards["method"] == entry.key].groupby("epoch")[RELOCATION_REWARD].mean()
+        curve = rewards[rewards["method"] == entry.key].groupby("epoch")["reward"].mean()
         if len(curve):
             axes.plot(curve.index.astype(int), curve.to_numpy(dtype=float), marker="o", markersize=3, label=entry.key)
     axes.axhline(0, color="grey", linewidth=0.5)

@@ -240,6 +240,11 @@ def to_frames(results: list[RecordedTrial], selections: list[SelectionRecord] = 
     return Results(trials, epochs, distributions, _typed_frame(chosen, SELECTION_COLUMNS), fidelity)
 
 
+def finished_finals(trials: pd.DataFrame) -> pd.DataFrame:
+    """The final-phase trials that finished: the ones the tables report."""
+    return trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
+
+
 def _fidelity_rows(result: RecordedTrial) -> list[dict[str, Any]]:
     """One row per prompt and measured epoch, from the trial's `fidelity` events."""
     rows = []

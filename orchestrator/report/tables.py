@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from orchestrator.report.frames import finished_finals
 from orchestrator.report.model import FLAG, Cell, Column, Row, Table, task_columns
 from orchestrator.report.published import MEAN_GROUPS, MEAN_TASKS, PARAMS, PublishedNumber
 from orchestrator.report.scores import Scores, missing
@@ -151,6 +152,8 @@ def ablation_table(study: Study, scores: Scores) -> Table:
             value = lookup(study.trial_config(entry, specs[0]).to_dict(), ablation.field)
             label = f"{ablation.factor}={value}" if value is not None else label
         table.rows.append(Row(label, "ours", entry.key, our_cells(scores, entry.key, columns, {s.name: s for s in specs})))
+    if ablation.claim:
+        table.notes.append(f"Published: {ablation.claim}.")
     return table
 
 
@@ -185,9 +188,7 @@ def _short(value) -> str:
 def final_distributions(results, every_epoch: bool = False) -> pd.DataFrame:
     """Prompts per block of each finished final trial, after its last epoch (or after every epoch):
     trial, task, method, seed, epoch, block, count."""
-    trials = results.trials
-    finals = trials[(trials["phase"] == "final") & (trials["status"] == "FINISHED")]
-    part = results.distributions.merge(finals[["trial", "task", "method", "seed"]], on="trial")
+    part = results.distributions.merge(finished_finals(results.trials)[["trial", "task", "method", "seed"]], on="trial")
     return part if every_epoch else part[part["epoch"] == part.groupby("trial")["epoch"].transform("max")]
 
 

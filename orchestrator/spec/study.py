@@ -167,6 +167,7 @@ class AblationSection(_Strict):
 
     factor: str  # what is varied: the table's title (e.g. "allocator")
     field: str | None = None  # a dotted trial-config path that labels each row; None: the method's label
+    claim: str | None = None  # the published statement the ablation tests, printed under its table
 
 
 class Study(_Strict):
