@@ -1,18 +1,21 @@
-"""The orchestrator at scale: driver memory and per-trial overhead over ~1,000 trivial trials.
+"""The orchestrator at scale: per-trial overhead, where it goes, and driver memory, at several sizes.
 
-    python bench/big_study.py [--pipelines 20] [--search 40] [--seeds 10] [--num-cpus 2] [--slot-cpu 0.5]
+    python bench/big_study.py [--sizes 250,1000,4000] [--search 40] [--seeds 10] [--num-cpus 2] [--slot-cpu 0.5]
 
-Writes a study of `pipelines` pipelines (the 4 mini tasks x labelled linear probes) whose
-trials are trivial (one epoch of a linear head on cached features: a fraction of a second of
-training), runs it with a local Ray like any study, samples once a second the resident memory
-of the driver and of everything it started (Ray's processes, pipelines, trial workers), and
-prints: trials, wall time, trials per minute, the summed training time of the trials, the
-per-trial overhead ((slots x wall - summed trial time) / trials), and the peak memory.
+For each size, writes a study of size / (search + seeds) pipelines (the 4 mini tasks x
+labelled linear probes) whose trials are trivial (one epoch of a linear head on cached
+features: a fraction of a second of training), runs it with a local Ray like any study with
+$PROVPT_TRIAL_TIMINGS set (orchestrator/execution/timing.py), samples once a second the
+resident memory of the driver and of everything it started, and prints: trials, wall time,
+trials per minute, the per-trial overhead ((slots x wall - summed fit time) / trials), where
+a trial's slot-seconds go (worker start, scheduling, tracking, backbone, data, checkpoint,
+training, the rest), and a table of the peak memory per size, so growth can be seen.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from orchestrator.execution.timing import TIMINGS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_TASKS = ["mini_digits", "mini_count", "mini_loc", "mini_ori"]
@@ -94,18 +99,23 @@ class MemorySampler(threading.Thread):
             time.sleep(1.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipelines", type=int, default=20)
-    parser.add_argument("--search", type=int, default=40, help="search trials per pipeline")
-    parser.add_argument("--seeds", type=int, default=10, help="final trials per pipeline")
-    parser.add_argument("--num-cpus", type=int, default=2)
-    parser.add_argument("--slot-cpu", type=float, default=0.5, help="CPUs per trial (fractional: more slots)")
-    args = parser.parse_args()
+PARTS = ("tracking", "backbone", "data", "checkpoint", "training")
+
+
+def run_size(args: argparse.Namespace, pipelines: int) -> dict:
+    """Run a study of `pipelines` pipelines; its wall time, trials, timings and peak memory."""
+    args = argparse.Namespace(**{**vars(args), "pipelines": pipelines})
     work = Path(tempfile.mkdtemp(prefix="bigstudy"))
     path = work / "big_study.yaml"
     path.write_text(yaml.safe_dump(study(args)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "PROVPT_RAY_TMP": tempfile.mkdtemp(prefix="bsray", dir="/tmp")}
+    timings = work / "timings.jsonl"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_ADDRESS": "",
+        "PROVPT_RAY_TMP": tempfile.mkdtemp(prefix="bsray", dir="/tmp"),
+        TIMINGS_ENV: str(timings),
+    }
     command = [sys.executable, "-m", "orchestrator.run", str(path), "--output", str(work / "out"), "--num-cpus", str(args.num_cpus)]
     start = time.monotonic()
     driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -120,14 +130,53 @@ def main() -> None:
     import pandas as pd
 
     trials = pd.read_parquet(work / "out" / "results" / "trials.parquet")
+    lines = [json.loads(line) for line in timings.read_text().splitlines()]
+    return {"work": work, "wall": wall, "trials": trials, "timings": lines, "sampler": sampler}
+
+
+def breakdown(run: dict, slots: float) -> dict[str, float]:
+    """Slot-seconds per trial: outside the trial functions (worker start, scheduling) and
+    inside them by part; they add up to slots x wall / trials."""
+    n = len(run["trials"])
+    lines = run["timings"]
+    inside = sum(line["seconds"] for line in lines)
+    start = sum(line["process_age"] or 0.0 for line in lines if line["first_in_process"])
+    out = {"worker start": start / n, "scheduling": (slots * run["wall"] - inside - start) / n}
+    for part in PARTS:
+        out[part] = sum(line["parts"].get(part, 0.0) for line in lines) / n
+    out["rest of the trial (features, evaluation, Tune)"] = (inside - sum(sum(line["parts"].values()) for line in lines)) / n
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="250,1000", help="total trials of each run (rounded to whole pipelines)")
+    parser.add_argument("--search", type=int, default=40, help="search trials per pipeline")
+    parser.add_argument("--seeds", type=int, default=10, help="final trials per pipeline")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--slot-cpu", type=float, default=0.5, help="CPUs per trial (fractional: more slots)")
+    args = parser.parse_args()
     slots = args.num_cpus / args.slot_cpu
-    busy = float(trials["wall_seconds"].astype(float).sum())
-    print(f"{len(trials)} trials in {args.pipelines} pipelines, {slots:g} slots on {args.num_cpus} CPUs: {wall / 60:.1f} min wall")
-    print(f"trials per minute: {len(trials) / wall * 60:.1f}")
-    print(f"summed trial time: {busy:.0f} s ({busy / len(trials):.2f} s per trial)")
-    print(f"per-trial overhead: {(slots * wall - busy) / len(trials):.2f} slot-seconds")
-    print(f"peak RSS: driver {sampler.peak_driver / 2**20:.0f} MB, driver + Ray + workers {sampler.peak_total / 2**20:.0f} MB")
-    print(f"output: {work / 'out'}")
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        pipelines = max(1, round(size / (args.search + args.seeds)))
+        run = run_size(args, pipelines)
+        trials, wall = run["trials"], run["wall"]
+        useful = float(trials["wall_seconds"].astype(float).sum())
+        n = len(trials)
+        print(f"\n{n} trials in {pipelines} pipelines, {slots:g} slots on {args.num_cpus} CPUs: {wall / 60:.1f} min wall")
+        print(f"  trials per minute: {n / wall * 60:.1f}; summed fit time {useful:.0f} s ({useful / n:.2f} s per trial)")
+        print(f"  per-trial overhead: {(slots * wall - useful) / n:.2f} slot-seconds (slots x wall - fit time, per trial)")
+        print("  where a trial's slot-seconds go:")
+        for part, seconds in breakdown(run, slots).items():
+            print(f"    {part:48s} {seconds:6.2f}")
+        workers = len({line["pid"] for line in run["timings"]})
+        print(f"  worker processes: {workers}; output {run['work'] / 'out'}")
+        sampler = run["sampler"]
+        rows.append((n, wall, (slots * wall - useful) / n, sampler.peak_driver, sampler.peak_total))
+    print("\ntrials   wall (min)   overhead (slot-s/trial)   driver peak RSS (MB)   driver + Ray + workers (MB)")
+    for n, wall, overhead, driver, total in rows:
+        print(f"{n:6d}   {wall / 60:10.1f}   {overhead:23.2f}   {driver / 2**20:20.0f}   {total / 2**20:27.0f}")
 
 
 if __name__ == "__main__":

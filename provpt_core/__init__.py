@@ -21,6 +21,7 @@ from provpt_core.preflight import Preflight, check
 from provpt_core.recipes import Recipe, published_recipe
 from provpt_core.relocation.fidelity import fraction_epoch
 from provpt_core.trial import EvalConfig, TrainConfig, TrialConfig
+from provpt_core.warm import WarmCache
 
 __all__ = [
     # a trial: its config, its run, its result
@@ -33,6 +34,7 @@ __all__ = [
     "Trainer",
     "FitResult",
     "DivergedError",
+    "WarmCache",
     # what exists: tasks, methods, the authors' recipes
     "TASKS",
     "TaskSpec",

@@ -8,7 +8,8 @@ Weights come from one of three places, chosen by `BackboneConfig.weights`:
   instead of every trial downloading them; a cache miss is one clear error, never a retry loop.
 - a path to a local file: Google's ``.npz`` ViT checkpoints, ``.safetensors``, or ``.pth``
   (read with ``weights_only=True``).
-- ``"random"``: timm's random init (tests, and the ablation "no pretraining").
+- ``"random"``: timm's random init from seed ``RANDOM_INIT_SEED`` (tests, and the ablation "no
+  pretraining"): the same backbone in every trial, drawing nothing from the trial's RNG.
 
 The returned model is in eval mode with no gradients: the backbone's dropout stays off all
 the time, as in the reference.
@@ -30,6 +31,7 @@ from provpt_core.config import check
 
 PRETRAINED = "pretrained"
 RANDOM = "random"
+RANDOM_INIT_SEED = 0
 WEIGHT_SUFFIXES = (".npz", ".safetensors", ".pth", ".pt", ".bin")
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
@@ -66,7 +68,9 @@ def load_backbone(config: BackboneConfig) -> VisionTransformer:
     kwargs = {"num_classes": 0}
     if config.img_size is not None:
         kwargs["img_size"] = config.img_size
-    model = timm.create_model(config.name, pretrained=False, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # building draws from no trial's random stream
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = timm.create_model(config.name, pretrained=False, **kwargs)
     if not isinstance(model, VisionTransformer):
         raise BackboneLoadError(
             f"backbone '{config.name}': a {type(model).__name__}, but prompts need a timm "

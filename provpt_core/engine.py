@@ -27,6 +27,7 @@ from provpt_core.data import DataSplits, Normalizer, crop_batch, load_data
 from provpt_core.methods import create_method
 from provpt_core.optim import lr_factor, make_optimizer
 from provpt_core.trial import TrialConfig
+from provpt_core.warm import WarmCache
 
 CHECKPOINT_FORMAT = 1
 
@@ -73,6 +74,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     resume_from: str | Path | None = None,
     branch_from: str | Path | None = None,
+    warm: WarmCache | None = None,
 ) -> FitResult:
     """Train one trial; continue from a checkpoint file when `resume_from` is given.
 
@@ -80,10 +82,12 @@ def fit(
     (`method.moves`), none of which is due before the checkpoint's epoch: training goes on from
     there with the moves, a branch of that run that costs only the remaining epochs.
     Without `data`, the splits of `config.data` are loaded (decoded once into the cache).
+    `warm`: a worker's cache of backbones and splits (`provpt_core.warm`), for many trials in
+    one process; the result is the same without it.
     """
     if resume_from is not None and branch_from is not None:
         raise ValueError("fit: give resume_from or branch_from, not both")
-    trainer = Trainer(config, data, callbacks)
+    trainer = Trainer(config, data, callbacks, warm)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
     if branch_from is not None:
@@ -99,7 +103,11 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(
-        self, config: TrialConfig, data: DataSplits | None = None, callbacks: Sequence[Callback] = ()
+        self,
+        config: TrialConfig,
+        data: DataSplits | None = None,
+        callbacks: Sequence[Callback] = (),
+        warm: WarmCache | None = None,
     ) -> None:
         self.config = config
         self.callbacks = list(callbacks)
@@ -108,12 +116,13 @@ class Trainer:
             torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
         self.autocast_dtype = _autocast_dtype(train.precision, self.device)
-        torch.manual_seed(train.seed)
         self.method = create_method(config.method)
-        backbone = load_backbone(config.backbone)
+        backbone = warm.backbone(config.backbone) if warm is not None else load_backbone(config.backbone)
         if data is None:
-            data = load_data(config.data, resolution=backbone.patch_embed.img_size[0])
+            resolution = backbone.patch_embed.img_size[0]
+            data = warm.data(config.data, resolution) if warm is not None else load_data(config.data, resolution=resolution)
         self.data = data
+        torch.manual_seed(train.seed)  # after the backbone: a trial draws the same numbers, warm or cold
         self.model = self.method.build_model(backbone, data.num_classes).to(self.device)
         self.initial_distribution = self._distribution()
         self.normalize = Normalizer(data.mean, data.std, self.device)

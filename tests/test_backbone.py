@@ -11,8 +11,23 @@ from provpt_core.tiny_vit import TINY_VIT_NAME
 
 @pytest.fixture(scope="module")
 def source():
-    torch.manual_seed(1)
-    return load_backbone(BackboneConfig(name=TINY_VIT_NAME, weights="random"))
+    """A backbone whose weights differ from the random init (which is the same in every trial)."""
+    model = load_backbone(BackboneConfig(name=TINY_VIT_NAME, weights="random"))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def test_random_init_draws_nothing_from_the_trial_stream_and_is_the_same_every_time():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = load_backbone(BackboneConfig(name=TINY_VIT_NAME, weights="random"))
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(6)
+    assert _same_weights(first, load_backbone(BackboneConfig(name=TINY_VIT_NAME, weights="random")))
 
 
 def test_backbone_is_frozen_and_in_eval_mode(source):

@@ -1,5 +1,8 @@
 """The Ray Tune function trainable: one trial of provpt_core, tracked in MLflow.
 
+A worker process keeps the backbones and splits it loaded between its trials (`WARM`, a
+`provpt_core.WarmCache`): Tune reuses the process, each trial gets its own backbone copy.
+
 The trial knows its epoch, its prompt distribution and its prompts, so it logs them itself
 into its own MLflow run (keyed, so a retried or resumed trial re-attaches) and into its record
 in the study's output folder (`orchestrator.store.records`). A trial whose run
@@ -23,6 +26,7 @@ import ray
 import torch
 from ray import tune
 
+from orchestrator.execution.timing import TrialClock
 from orchestrator.store.records import RecordFile
 from orchestrator.store.schema import (
     ANALYSIS_ARTIFACT,
@@ -41,9 +45,10 @@ from orchestrator.store.schema import (
     trial_key,
 )
 from orchestrator.store.tracking import MAX_REASON, Tracker, code_version
-from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig, fit, flatten
+from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig, WarmCache, fit, flatten
 
 CHECKPOINT_FILE = "trial.pt"
+WARM = WarmCache()  # this worker process's backbones and splits
 
 
 @dataclass(frozen=True)
@@ -135,9 +140,10 @@ class ResultWriter:
 class TuneReporter(Callback):
     """Per-epoch metrics to the trial's stores and Tune, with a checkpoint every few epochs."""
 
-    def __init__(self, log: ResultWriter, checkpoint_every: int) -> None:
+    def __init__(self, log: ResultWriter, checkpoint_every: int, clock: TrialClock) -> None:
         self.log = log
         self.checkpoint_every = checkpoint_every
+        self.clock = clock
         self.last_val: float | None = None
         self.reward: float | None = None  # credited at this epoch's relocation
 
@@ -153,14 +159,16 @@ class TuneReporter(Callback):
         if self.reward is not None:
             metrics = {**metrics, RELOCATION_REWARD: self.reward}
             self.reward = None
-        self.log.epoch(epoch, metrics)
+        self.clock.add("training", metrics["epoch_seconds"])
+        with self.clock.part("tracking"):
+            self.log.epoch(epoch, metrics)
         # Tune wants the metric in every result: epochs without evaluation repeat the last
         # val score (0 before the first); `val_evaluated` tells them apart.
         if "val_acc" in metrics:
             self.last_val = metrics["val_acc"]
         report = {**metrics, "val_acc": self.last_val or 0.0, "val_evaluated": int("val_acc" in metrics)}
         if epoch % self.checkpoint_every == 0 and epoch < trainer.config.train.epochs:
-            with tempfile.TemporaryDirectory() as folder:
+            with self.clock.part("checkpoint"), tempfile.TemporaryDirectory() as folder:
                 trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
@@ -169,10 +177,12 @@ class TuneReporter(Callback):
 
 def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     """The trainable: `values` are the sampled search values (or the final phase's seed)."""
+    clock = TrialClock()
     torch.set_num_threads(context.threads)
     config = trial_config(context, values)
     trial_id = tune.get_context().get_trial_id()
-    tracker = Tracker(context.tracking_uri, context.study)
+    with clock.part("tracking"):
+        tracker = Tracker(context.tracking_uri, context.study)
     point = values.get("branch")
     if point is not None:
         seed = values["seed"]
@@ -194,7 +204,8 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
         gpu_fraction=context.gpu_fraction,
         cpus=context.cpus,
     )
-    run = tracker.run(key, key.split("/", 1)[1], TRIAL, parent=context.parent_run_id, tags=tags.as_dict())
+    with clock.part("tracking"):
+        run = tracker.run(key, key.split("/", 1)[1], TRIAL, parent=context.parent_run_id, tags=tags.as_dict())
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
@@ -204,9 +215,10 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
         tracker.client.update_run(run_id, status="RUNNING")
     folder = phase_folder(context.output, context.task, context.method, context.phase)
     log = ResultWriter(tracker, run_id, RecordFile(folder / f"{key.rsplit('/', 1)[1]}.jsonl"))
-    log.start(key, tags, config)
+    with clock.part("tracking"):
+        log.start(key, tags, config)
     checkpoint = tune.get_checkpoint()
-    callbacks: list[Callback] = [TuneReporter(log, context.checkpoint_every)]
+    callbacks: list[Callback] = [TuneReporter(log, context.checkpoint_every, clock)]
     if context.snapshot_epochs:
         folder = snapshot_file(context.output, context.task, context.method, config.train.seed, 0).parent
         callbacks.append(Snapshots(folder, context.snapshot_epochs))
@@ -220,14 +232,25 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     try:
         with checkpoint.as_directory() if checkpoint is not None else nullcontext() as saved:
             resume_from = Path(saved) / CHECKPOINT_FILE if saved is not None else None
-            result = fit(config, callbacks=callbacks, resume_from=resume_from, branch_from=branch_from)
+            loaded = _loading_seconds()
+            result = fit(config, callbacks=callbacks, resume_from=resume_from, branch_from=branch_from, warm=WARM)
+            backbone, data = (after - before for after, before in zip(_loading_seconds(), loaded))
+            clock.add("backbone", backbone)
+            clock.add("data", data)
     except DivergedError as err:
         log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
         return
     summary = {name: getattr(result, name) for name in SUMMARY_METRICS}
-    log.finished(summary, result.epochs_completed, result)
+    with clock.part("tracking"):
+        log.finished(summary, result.epochs_completed, result)
+    clock.write(key)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
+
+
+def _loading_seconds() -> tuple[float, float]:
+    """Seconds this worker spent so far getting backbones and splits (loads and copies)."""
+    return WARM.backbones.load_seconds + WARM.backbones.copy_seconds, WARM.datasets.load_seconds
 
 
 class Snapshots(Callback):
