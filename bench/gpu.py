@@ -8,8 +8,9 @@ Needs no network (random weights, generated data) and prints its figures as tabl
    peak memory, from a trial of a few epochs on in-memory data (the first epoch is a warm-up);
 2. packing: a real study through `orchestrator.run` on a generated VTAB-format task (KITTI's
    split sizes: 800 + 200 train, 711 test), `--pack` VPT-deep trials sharing one GPU
-   (`resources.gpu` = 1 / pack) against one trial alone, as aggregate training images/s, with
-   the GPU utilisation seen (nvidia-smi, sampled once a second);
+   (`resources.gpu` = 1 / pack) against one trial alone (another such study; with --smoke the
+   trial of step 1, to keep the smoke run short), as aggregate training images/s, with the GPU
+   utilisation seen (nvidia-smi, sampled once a second);
 3. projections from the measured per-trial rates: `studies/vtab_full.yaml`'s GPU-hours (its plan
    with the measured rate in place of the throughput table), and PRO-VPT's final phase alone
    (19 tasks x 3 seeds x 100 epochs).
@@ -207,7 +208,10 @@ def main() -> None:
     pack = 2 if args.smoke else args.pack
     share = f"{1 / pack:g} GPU" if s["device"] == "cuda" else "1 CPU (smoke)"
     print(f"2. packing: {pack} VPT-deep trials at {share} each against one alone", flush=True)
-    alone_wall, alone_rate, _ = packed_study(s, 1, 1.0 if s["device"] == "cuda" else 0.0, work, "alone")
+    if args.smoke:
+        alone_wall, alone_rate = float("nan"), next(rate for method, rate, _, _ in rows if method == "vpt_deep")
+    else:
+        alone_wall, alone_rate, _ = packed_study(s, 1, 1.0, work, "alone")
     packed_wall, packed_rate, utilisation = packed_study(s, pack, 1 / pack if s["device"] == "cuda" else 0.0, work, "packed")
     busy = f"{np.mean(utilisation):.0f} % mean, {np.max(utilisation):.0f} % max" if utilisation else "not measured (no nvidia-smi)"
     print(f"  one trial alone: {alone_rate:.0f} img/s ({alone_wall:.0f} s with start-up)")

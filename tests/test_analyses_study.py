@@ -18,14 +18,14 @@ import yaml
 from services import kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 4
+EPOCHS = 3
 
 STUDY = {
     "name": "analyses",
     "tasks": ["mini_count"],
     "backbone": {"name": "provpt_tiny_patch8_32"},
     "data": {"cache_dir": "${PROVPT_CACHE}"},
-    "trial": {"train": {"epochs": EPOCHS, "batch_size": 100, "head_lr": 0.1, "lr": 0.3}},
+    "trial": {"train": {"epochs": EPOCHS, "batch_size": 200, "head_lr": 0.1, "lr": 0.3}},
     "methods": [
         {
             "name": "vpt_deep",
@@ -34,7 +34,7 @@ STUDY = {
         },
         {
             "name": "provpt",
-            "config": {"num_prompts": 1, "relocation": {"allocator": "ppo_joint"}, "fidelity": {"epochs": [2], "batches": 2}},
+            "config": {"num_prompts": 1, "relocation": {"allocator": "ppo_joint"}, "fidelity": {"epochs": [2], "batches": 1}},
         },
     ],
     "resources": {"cpu": 1},

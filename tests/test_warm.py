@@ -23,7 +23,7 @@ VPT = {"name": "provpt", "num_prompts": 1}
 
 def _mini(method: dict, seed: int) -> TrialConfig:
     """A trial on the mini benchmark's data (loaded, so the data cache is exercised too)."""
-    config = tiny_trial(method, epochs=2, seed=seed).to_dict()
+    config = tiny_trial(method, epochs=1, seed=seed, batch_size=100).to_dict()
     config["data"] = {"task": "mini_count", "phase": "search"}
     return TrialConfig.from_dict(config)
 

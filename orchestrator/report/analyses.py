@@ -141,7 +141,9 @@ def fidelity_table(results) -> Table | None:
         measured = pd.DataFrame([fidelity_statistics(p) for _, p in part.groupby("trial")])
         cells = {}
         for column in FIDELITY_COLUMNS:
-            if column in measured and measured[column].notna().any():
+            if column == "prompts":
+                cells[column] = Cell(float(measured[column].mean()), digits=0)
+            elif column in measured and measured[column].notna().any():
                 values = measured[column].dropna()
                 cells[column] = Cell(float(values.mean()), _std(values.std()) if len(values) > 1 else None, len(values), digits=2)
             else:
@@ -168,13 +170,17 @@ def reward_table(study: Study, results) -> Table | None:
             continue
         middle = mine["epoch"].median()
         cells = {
-            "first": Cell(float(mine[mine["epoch"] <= middle]["reward"].mean()), digits=4),
-            "second": Cell(float(mine[mine["epoch"] > middle]["reward"].mean()), digits=4),
-            "all": Cell(float(mine["reward"].mean()), digits=4),
+            "first": _mean_cell(mine[mine["epoch"] <= middle]["reward"]),
+            "second": _mean_cell(mine[mine["epoch"] > middle]["reward"]),  # none with one relocation
+            "all": _mean_cell(mine["reward"]),
         }
         table.rows.append(Row(entry.key, "ours", entry.key, cells))
     table.notes.append("reward = loss before - loss after - the largest idleness after (the allocator's signal); per epoch in the rewards figure.")
     return table
+
+
+def _mean_cell(values: pd.Series) -> Cell:
+    return Cell(float(values.mean()), digits=4) if len(values) else Cell(state="n/a")
 
 
 def _correlation(a: pd.Series, b: pd.Series) -> float:

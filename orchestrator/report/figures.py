@@ -167,7 +167,7 @@ def _timing_heatmaps(gains: pd.DataFrame, folder: Path) -> list[Path]:
         for row, epoch in enumerate(grid.index):
             best = int(np.nanargmax(grid.loc[epoch].to_numpy(dtype=float)))
             axes.scatter([best], [row], marker="*", color="black", s=40)
-        axes.set_xlabel("target block (prompts moved there)")
+        axes.set_xlabel("target block (0-based, as in branches.targets)")
         axes.set_ylabel("branch epoch")
         axes.set_title(f"{method}: test gain (points) of a move at each epoch, over the unmoved run; * best")
         figure.colorbar(image, ax=axes, label="gain (points)")
