@@ -150,7 +150,7 @@ def breakdown(run: dict, slots: float) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="250,1000", help="total trials of each run (rounded to whole pipelines)")
+    parser.add_argument("--sizes", default="250,1000", help="total trials of each run (rounded up to whole labels x 4 tasks)")
     parser.add_argument("--search", type=int, default=40, help="search trials per pipeline")
     parser.add_argument("--seeds", type=int, default=10, help="final trials per pipeline")
     parser.add_argument("--num-cpus", type=int, default=2)
@@ -159,11 +159,11 @@ def main() -> None:
     slots = args.num_cpus / args.slot_cpu
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        pipelines = max(1, round(size / (args.search + args.seeds)))
-        run = run_size(args, pipelines)
+        run = run_size(args, max(1, round(size / (args.search + args.seeds))))
         trials, wall = run["trials"], run["wall"]
         useful = float(trials["wall_seconds"].astype(float).sum())
         n = len(trials)
+        pipelines = trials.groupby(["task", "method"]).ngroups
         print(f"\n{n} trials in {pipelines} pipelines, {slots:g} slots on {args.num_cpus} CPUs: {wall / 60:.1f} min wall")
         print(f"  trials per minute: {n / wall * 60:.1f}; summed fit time {useful:.0f} s ({useful / n:.2f} s per trial)")
         print(f"  per-trial overhead: {(slots * wall - useful) / n:.2f} slot-seconds (slots x wall - fit time, per trial)")

@@ -122,7 +122,8 @@ class Relocator:
         return event
 
     def _moves(
-        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor) -> list[dict[str, Any]]:
+        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor
+    ) -> list[dict[str, Any]]:
         """Prune the most idle prompts (or, adding, copy them), let the allocator place them."""
         block_of = bank.block_of.cpu()
         active = block_of != PRUNED
@@ -150,7 +151,8 @@ class Relocator:
         return moves
 
     def _joint_moves(
-        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor) -> list[dict[str, Any]]:
+        self, bank: PromptBank, optimizer: torch.optim.Optimizer, scores: torch.Tensor, block_scores: torch.Tensor
+    ) -> list[dict[str, Any]]:
         """The allocator names (source, destination); the source's most idle prompt moves."""
         moves = []
         for _ in range(self.config.prompts_per_move):
