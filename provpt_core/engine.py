@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,14 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from provpt_core import checkpoint
 from provpt_core.backbone import load_backbone
 from provpt_core.data import DataSplits, Normalizer, crop_batch, load_data
+from provpt_core.device import autocast_dtype, resolve_device
 from provpt_core.methods import create_method
 from provpt_core.optim import lr_factor, make_optimizer
 from provpt_core.trial import TrialConfig
 from provpt_core.warm import WarmCache
-
-CHECKPOINT_FORMAT = 1
 
 
 class DivergedError(RuntimeError):
@@ -95,12 +94,6 @@ def fit(
     return trainer.fit()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Trainer:
     def __init__(
         self,
@@ -115,7 +108,7 @@ class Trainer:
         if train.threads is not None:
             torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
-        self.autocast_dtype = _autocast_dtype(train.precision, self.device)
+        self.autocast_dtype = autocast_dtype(train.precision, self.device)
         self.method = create_method(config.method)
         backbone = warm.backbone(config.backbone) if warm is not None else load_backbone(config.backbone)
         if data is None:
@@ -363,7 +356,6 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "model": self.model.trainable_state_dict(),
@@ -379,20 +371,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], branch: bool = False) -> None:
         """Restore a checkpoint of this trial config; with `branch`, of the same config without
         scripted moves (a branch point, see `fit`)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r}; this version reads {CHECKPOINT_FORMAT}")
-        mine, theirs = self.config.to_dict(), state["config"]
-        if branch:
-            moves = mine["method"].get("moves") or []
-            early = [m for m in moves if m["epoch"] < state["epoch"]]
-            if early:
-                raise ValueError(
-                    f"branch: the move {early[0]} is due before the checkpoint's epoch {state['epoch']}"
-                )
-            mine, theirs = _without_moves(mine), _without_moves(theirs)
-        if theirs != mine:
-            differing = _differences(theirs, mine)
-            raise ValueError(f"checkpoint was written by another trial config; differing fields: {differing[:5]}")
+        checkpoint.check_belongs(state, self.config.to_dict(), branch=branch)
         self.model.load_trainable_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -407,33 +386,8 @@ class Trainer:
         self.events = {k: list(v) for k, v in state["events"].items()}
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the complete state atomically: a reader never sees a partial file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        torch.save(self.state_dict(), partial)
-        os.replace(partial, path)
-        return path
+        return checkpoint.save(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path, branch: bool = False) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), branch=branch)
+        self.load_state_dict(checkpoint.load(path), branch=branch)
 
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a precision setting; None: plain fp32."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _without_moves(config: dict[str, Any]) -> dict[str, Any]:
-    return {**config, "method": {k: v for k, v in config["method"].items() if k != "moves"}}
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
