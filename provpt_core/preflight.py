@@ -1,6 +1,7 @@
 """A trial's pre-flight: what can fail before any compute is spent, checked from its config.
 
-`check` finds the backbone's weight file and the task's data (every split file, every count,
+`check` builds the backbone from its weight file (a name timm does not know, a missing,
+unreadable or ill-fitting file each fail here) and checks the task's data (every split file, every count,
 every label; the images' existence, and their decoding when asked). The mini benchmark is
 generated on first use, here rather than in the first trial.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provpt_core.backbone import BackboneLoadError, weight_file
+from provpt_core.backbone import BackboneLoadError, load_backbone
 from provpt_core.data.loading import DataFormatError, benchmark_root
 from provpt_core.data.verify import TaskReport, verify_task
 from provpt_core.trial import TrialConfig
@@ -28,13 +29,16 @@ class Preflight:
         return not self.problems and (self.data is None or self.data.ok)
 
 
-def check(config: TrialConfig, decode_images: bool = False) -> Preflight:
-    """The pre-flight of one trial config: its backbone weights and its task's data."""
+def check(config: TrialConfig, decode_images: bool = False, backbone: bool = True) -> Preflight:
+    """The pre-flight of one trial config: its backbone (built and loaded, then dropped;
+    `backbone=False` skips it, e.g. when another config with the same backbone passed) and its
+    task's data."""
     found = Preflight()
-    try:
-        weight_file(config.backbone)
-    except BackboneLoadError as err:
-        found.problems.append(f"backbone.weights: {err}")
+    if backbone:
+        try:
+            load_backbone(config.backbone)
+        except BackboneLoadError as err:
+            found.problems.append(f"backbone: {err}")
     try:
         root = benchmark_root(config.data)
     except DataFormatError as err:

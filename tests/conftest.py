@@ -29,3 +29,10 @@ def tiny_trial(method: dict, eval: dict | None = None, **train) -> TrialConfig:
 @pytest.fixture(scope="session")
 def tiny_data():
     return synthetic_splits(num_classes=4, train=96, val=64, test=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One data cache for the tests that only use the mini benchmark: it is generated once
+    (about 20 s on 2 cores) instead of once per test. tests/test_mini.py builds its own."""
+    return tmp_path_factory.mktemp("shared-cache")

@@ -83,7 +83,18 @@ def _spawn(name: str, command: list[str], log: Path, env: dict[str, str] | None 
     return Service(name, process, log, env or {})
 
 
+def scaled(seconds: float) -> float:
+    """A time limit stretched by the machine's load (load average per core, at least 1), or by
+    PROVPT_TEST_TIMEOUT_SCALE: a busy machine starts services slowly, not never."""
+    given = os.environ.get("PROVPT_TEST_TIMEOUT_SCALE")
+    factor = float(given) if given else max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    return seconds * factor
+
+
 def wait_for(check, what: str, service: Service | None = None, timeout: float = 90.0) -> None:
+    """Poll `check` until it holds; `timeout` is scaled by the load (`scaled`). A failure names
+    the service and shows its log's tail."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service is not None and service.process.poll() is not None:

@@ -43,13 +43,13 @@ STUDY = {
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory):
+def analysed(tmp_path_factory, shared_cache):
     work = tmp_path_factory.mktemp("analyses")
     ray_temp = Path(tempfile.mkdtemp(prefix="pvray", dir="/tmp"))
     study_file = work / "analyses.yaml"
     study_file.write_text(yaml.safe_dump(STUDY))
     output = work / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(work / "cache"), "PROVPT_RAY_TMP": str(ray_temp), "RAY_ADDRESS": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(shared_cache), "PROVPT_RAY_TMP": str(ray_temp), "RAY_ADDRESS": ""}
     command = [sys.executable, "-m", "orchestrator.run", str(study_file), "--output", str(output), "--num-cpus", "2"]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

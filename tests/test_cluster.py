@@ -25,6 +25,7 @@ from services import (
     kill_processes_using,
     postgres_binaries,
     raylet_pid,
+    scaled,
     start_mlflow,
     start_postgres,
     start_ray_node,
@@ -61,12 +62,12 @@ def _study(path: Path) -> Path:
 
 
 def _ray(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=scaled(timeout))
 
 
 def _nodes(env: dict[str, str], gcs: str) -> list[dict]:
     script = f"import json, ray; ray.init(address='{gcs}', log_to_driver=False); print(json.dumps(ray.nodes()))"
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=scaled(120))
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
 
@@ -117,11 +118,11 @@ def _records(output: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def submitted(cluster):
+def submitted(cluster, shared_cache):
     root, env = cluster["root"], cluster["env"]
     output = root / "shared" / "out"
     study = _study(root / "cluster.yaml")
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow_url"], "PROVPT_CACHE": str(root / "cache"), "HF_HUB_OFFLINE": "1"}}
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow_url"], "PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}}
     job = f"provpt-{secrets.token_hex(4)}"
     submit = _ray(
         env, "job", "submit", "--no-wait", "--submission-id", job, "--address", cluster["dashboard"],

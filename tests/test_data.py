@@ -178,7 +178,7 @@ def test_preflight_checks_weights_and_data_from_the_trial_config(tmp_path):
     assert found.ok and found.problems == [] and found.data.status == "ok"
     missing = good.override({"backbone.weights": str(tmp_path / "nope.safetensors"), "data.task": "dtd"})
     found = check(missing)
-    assert not found.ok and found.problems[0].startswith("backbone.weights: ") and "nope.safetensors" in found.problems[0]
+    assert not found.ok and found.problems[0].startswith("backbone: ") and "nope.safetensors" in found.problems[0]
     assert found.data.status == "missing folder"
     no_root = good.override({"data.root": None})
     assert check(no_root).problems == ["data.root: task 'kitti' needs the folder of the vtab1k benchmark"]

@@ -1,6 +1,8 @@
 """The orchestrator end to end on a local Ray: a micro study (with ASHA) is killed mid-way
 with SIGKILL, re-run with the same command, and must finish with every trial run once, a
-correct MLflow tree, and a diverging trial recorded as failed while the study goes on."""
+correct MLflow tree, a diverging trial recorded as failed while the study goes on, and a trial
+that raises (on a device the machine lacks) failed with its cause on the console, in MLflow and
+in the coverage table, never as stopped."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from services import kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
 TRIALS_BEFORE_KILL = 3
+METHODS = ("linear", "provpt", "vpt_shallow", "linear_gpu")
 
 
 def _finished_trials(db: Path) -> dict[str, int]:
@@ -40,18 +43,20 @@ def _finished_trials(db: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory):
+def study_run(tmp_path_factory, shared_cache):
     work = tmp_path_factory.mktemp("orchestrator")
     ray_temp = Path(tempfile.mkdtemp(prefix="pvray", dir="/tmp"))  # Ray's socket paths must stay short
     study = yaml.safe_load((REPO / "tests" / "studies" / "micro.yaml").read_text())
     study["methods"].append({"name": "vpt_shallow", "config": {"num_prompts": 1}, "search": {"train.lr": {"choices": [1.0e30]}}})
+    study["methods"].append({"name": "linear", "label": "linear_gpu", "trial": {"train": {"head_lr": None, "device": "cuda:99"}}})
+    study["max_failures"] = 1
     study_file = work / "micro.yaml"
     study_file.write_text(yaml.safe_dump(study))
     output = work / "out"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "PROVPT_CACHE": str(work / "cache"),
+        "PROVPT_CACHE": str(shared_cache),
         "PROVPT_RAY_TMP": str(ray_temp),
         "RAY_ADDRESS": "",
     }
@@ -92,13 +97,35 @@ def test_resumed_study_completes_and_reports_the_failed_pipeline(study_run):
     second = study_run["second"]
     assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]  # one pipeline failed
     outcomes = {o["pipeline"]: o for o in json.loads((study_run["output"] / "pipelines.json").read_text())}
-    assert set(outcomes) == {f"{t}/{m}" for t in ("mini_count", "mini_loc") for m in ("linear", "provpt", "vpt_shallow")}
+    assert set(outcomes) == {f"{t}/{m}" for t in ("mini_count", "mini_loc") for m in METHODS}
+    cause = _device_error(study_run)
     for key, record in outcomes.items():
         if key.endswith("vpt_shallow"):
             assert record["failed"].startswith("no search trial finished (2 failed)")
+        elif key.endswith("linear_gpu"):
+            assert record["failed"] == f"no final trial finished ({cause})"
         else:
             assert len(record["test_acc"]) == 2 and "train.lr" in record["selected"]
     assert "MLflow runs: sqlite:///" in second.stdout
+    assert f"a trial failed: {cause}" in second.stdout and f"FAILED: no final trial finished ({cause})" in second.stdout
+
+
+def _device_error(study_run) -> str:
+    """What a trial on device cuda:99 raises on this machine: its exception line, as the study
+    reports it (e.g. "AssertionError: Torch not compiled with CUDA enabled")."""
+    failed = [r for r in _kind(_all_runs(study_run), "trial") if r.data.tags["method"] == "linear_gpu"]
+    reasons = {r.data.tags.get("failure_reason") for r in failed}
+    assert len(failed) == 4 and len(reasons) == 1, reasons
+    (reason,) = reasons
+    assert reason and reason.split(":")[0].endswith(("Error", "Exception")), reason
+    return reason
+
+
+def _all_runs(study_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{study_run['db']}")
+    return client.search_runs([client.get_experiment_by_name("micro").experiment_id], max_results=1000)
 
 
 def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):
@@ -106,7 +133,7 @@ def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):
     keys = Counter(r.data.tags["provpt.key"] for r in all_runs)
     assert max(keys.values()) == 1
     trials = _kind(all_runs, "trial")
-    assert len(trials) == 4 * (2 + 2) + 2 * 2  # 4 good pipelines x (2 search + 2 seeds) + 2 diverging x 2 search
+    assert len(trials) == 4 * (2 + 2) + 2 * 2 + 2 * 2  # 4 good pipelines x (2 search + 2 seeds) + 2 diverging x 2 search + 2 erroring x 2 seeds
     assert len(study_run["before"]) >= TRIALS_BEFORE_KILL
     end_times = {r.info.run_id: r.info.end_time for r in trials}
     for run_id, end_time in study_run["before"].items():
@@ -122,7 +149,7 @@ def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):
     output = study_run["output"]
     (study,) = _kind(all_runs, "study")
     pipelines = _kind(all_runs, "pipeline")
-    assert len(pipelines) == 6 + 4  # search runs of 6 pipelines, final runs of the 4 that selected
+    assert len(pipelines) == 6 + 4 + 2  # search runs of 6 pipelines, final runs of the 4 that selected and of the 2 that search nothing
     assert all(p.data.tags["mlflow.parentRunId"] == study.info.run_id for p in pipelines)
     by_id = {p.info.run_id: p for p in pipelines}
     for trial in _kind(all_runs, "trial"):
@@ -152,7 +179,8 @@ def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):
             assert trial.info.artifact_uri.startswith((output / "artifacts").as_uri())
             assert sum(json.loads(tags["distribution"])) == 12
     finals = [p for p in pipelines if p.data.tags["phase"] == "final"]
-    assert all("selection_reason" in p.data.tags and "test_acc_mean" in p.data.metrics for p in finals)
+    assert all("selection_reason" in p.data.tags for p in finals)
+    assert all(("test_acc_mean" in p.data.metrics) == (p.data.tags["method"] != "linear_gpu") for p in finals)
 
 
 def test_diverging_trials_are_failed_with_their_reason(runs):
@@ -164,6 +192,18 @@ def test_diverging_trials_are_failed_with_their_reason(runs):
         assert run.data.tags["failure_reason"].startswith("diverged: training loss is")
     searches = [p for p in _kind(all_runs, "pipeline") if p.data.tags["method"] == "vpt_shallow"]
     assert all(p.info.status == "FAILED" and "no search trial finished" in p.data.tags["failure_reason"] for p in searches)
+
+
+def test_an_erroring_trial_is_failed_with_its_cause_everywhere(study_run, runs):
+    _, all_runs = runs
+    cause = _device_error(study_run)
+    erroring = [r for r in _kind(all_runs, "trial") if r.data.tags["method"] == "linear_gpu"]
+    assert all(r.info.status == "FAILED" for r in erroring)
+    coverage = (study_run["output"] / "results" / "tables" / "coverage.md").read_text()
+    row = next(line for line in coverage.splitlines() if line.startswith("| linear_gpu final seed 0 |"))
+    assert row.count("| failed") == 2 and "stopped" not in row, row
+    assert f"failed: {cause} (4 trials)" in coverage
+    assert "failed: diverged: training loss is" in coverage
 
 
 def test_optuna_studies_are_persisted(study_run):
@@ -192,16 +232,18 @@ def test_tables_from_mlflow_equal_the_tables_from_the_output_folder(study_run, t
     for name in tables:
         assert (written / "tables" / name).read_bytes() == (tmp_path / "tables" / name).read_bytes(), name
     trials = pd.read_parquet(written / "trials.parquet")
-    assert len(trials) == 20 and trials["trial"].is_unique
+    assert len(trials) == 24 and trials["trial"].is_unique
     assert set(trials.loc[trials["method"] == "vpt_shallow", "status"]) == {"FAILED"}
     epochs = pd.read_parquet(written / "epochs.parquet")
     finished = trials.loc[trials["status"] == "FINISHED", "trial"]
     assert (epochs[epochs["trial"].isin(finished)].groupby("trial").size() == 2).all()
     # the selection the pipeline recorded: a search trial of its own with the best last val score
     selections = pd.read_parquet(written / "selections.parquet")
-    assert len(selections) == 4 and set(selections["method"]) == {"linear", "provpt"}
+    assert len(selections) == 6 and set(selections["method"]) == {"linear", "provpt", "linear_gpu"}
     last_val = epochs.dropna(subset=["val_acc"]).sort_values("epoch").groupby("trial")["val_acc"].last()
     for row in selections.itertuples():
+        if row.method == "linear_gpu":  # searches nothing: its selection is the config as given
+            continue
         search = trials[(trials["task"] == row.task) & (trials["method"] == row.method) & (trials["phase"] == "search")]
         assert row.trial in set(search["trial"]) and row.val_acc == last_val[row.trial]
         assert row.val_acc == max(last_val[t] for t in search["trial"] if t in last_val.index)

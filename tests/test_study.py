@@ -23,7 +23,7 @@ def _write(tmp_path, text: str) -> Path:
     "change, message",
     [
         (("name: micro", "name: micro\nwhatever: 1"), "whatever: unknown field"),
-        (("tasks: [mini_count, mini_loc]", "tasks: [mini_count, dtdd]"), "tasks: unknown task 'dtdd'; did you mean dtd"),
+        (("tasks: [mini_count, mini_loc]", "tasks: [mini_count, dtdd]"), "tasks[1]: unknown task 'dtdd'; did you mean dtd"),
         (("  - name: linear", "  - name: prefix_tuning"), "methods[0].name: unknown method 'prefix_tuning'"),
         (("train.lr: {low: 0.05, high: 0.5, log: true}\n  - name: provpt",
           "train.lr: {low: 0.5, high: 0.05}\n  - name: provpt"), "methods[0].search.train.lr: low 0.5 > high 0.05"),
@@ -87,9 +87,9 @@ def test_a_method_overrides_the_trial_defaults(tmp_path, monkeypatch):
 
 def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
-    text = MICRO.replace("methods:", "recipe: published\nmethods:").replace(
-        LINEAR_TRIAL, "    trial: {train: {head_lr: null, batch_size: 50}}", 1
-    )
+    # the study's trial sets nothing a recipe sets otherwise (that is refused: test_bad_input)
+    published = MICRO.replace("methods:", "recipe: published\nmethods:").replace("train: {epochs: 2, batch_size: 100, head_lr: 0.1}", "train: {head_lr: 0.1}")
+    text = published.replace(LINEAR_TRIAL, "    trial: {train: {head_lr: null, batch_size: 50}}", 1)
     study = load_study(_write(tmp_path, text))
     linear, provpt = study.methods
     task = study.task_specs[0]
@@ -97,7 +97,7 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
     assert vpt.recipe == "vpt" and vpt.train.optimizer == "sgd" and vpt.train.grad_clip is None
     assert vpt.train.warmup_from_zero and vpt.train.no_decay == "head_bias" and vpt.train.schedule == "cosine"
     assert vpt.train.batch_size == 50  # the method's own trial section wins over its recipe
-    assert vpt.train.head_lr is None and vpt.train.epochs == 100  # the recipe over the study's trial section
+    assert vpt.train.head_lr is None and vpt.train.epochs == 100  # the recipe's
     reference = study.trial_config(provpt, task)
     assert reference.recipe == "provpt" and reference.train.precision == "fp32"
     assert reference.train.lr == 2.5 and reference.train.schedule == "constant" and reference.train.grad_clip == 0.25
@@ -106,7 +106,7 @@ def test_published_recipes_over_the_study_trial_under_the_method_trial(tmp_path,
     text = format_plan(study, make_plan(study), "/out", "sqlite:////out/mlflow.db")
     assert "  linear: published recipe 'vpt'" in text and "  provpt: published recipe 'provpt'" in text
 
-    text = MICRO.replace("methods:", "recipe: published\nmethods:").replace("  - name: linear", "  - name: linear\n    recipe: shared", 1)
+    text = published.replace("  - name: linear", "  - name: linear\n    recipe: shared", 1)
     shared = load_study(_write(tmp_path, text))
     linear_shared = shared.trial_config(shared.methods[0], task)
     assert linear_shared.recipe == "shared" and linear_shared.train.grad_clip == 0.25  # the core's default
@@ -144,7 +144,7 @@ def test_an_unset_root_is_asked_for_before_ray_starts(tmp_path, monkeypatch):
     study = load_study(REPO / "studies" / "ablations" / "vpt_length.yaml")
     study = study.model_copy(update={"backbone": {"name": "provpt_tiny_patch8_32"}})
     problems = preflight(study, make_plan(study))
-    assert problems[0] == "error: data.roots.vtab1k: task cifar needs the vtab1k root folder"
+    assert problems[0] == "data.roots.vtab1k: task cifar needs the vtab1k root folder"
     assert len(problems) == len(study.task_specs)  # once per task, not once per method
 
 
@@ -162,7 +162,8 @@ def test_the_preflight_names_missing_weights_once_and_tables_the_data_problems(t
     study = load_study(_write(tmp_path, text))
     problems = preflight(study, make_plan(study))
     assert len(problems) == 2, problems  # the weights once for 4 pipelines, then one data table
-    assert problems[0].startswith("error: backbone.weights: ") and "gone.safetensors does not exist" in problems[0]
+    assert problems[0].startswith("backbone: ") and "gone.safetensors does not exist" in problems[0]
+    assert problems[0].endswith("(used by linear, provpt)")  # which methods it stops
     assert "kitti" in problems[1] and "dtd: missing folder" in problems[1]
 
 
@@ -327,5 +328,5 @@ def test_a_placeholder_with_a_numeric_default_is_a_number(tmp_path, monkeypatch)
 def test_one_task_entry_may_list_several(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
     monkeypatch.setenv("MICRO_TASKS", "mini_count, mini_dist")
-    study = load_study(_write(tmp_path, MICRO.replace("tasks: [mini_count, mini_loc]", 'tasks: ["${MICRO_TASKS}", mini_count]')))
-    assert [s.name for s in study.task_specs] == ["mini_count", "mini_dist"]
+    study = load_study(_write(tmp_path, MICRO.replace("tasks: [mini_count, mini_loc]", 'tasks: ["${MICRO_TASKS}", mini_loc]')))
+    assert [s.name for s in study.task_specs] == ["mini_count", "mini_dist", "mini_loc"]

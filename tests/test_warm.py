@@ -37,8 +37,8 @@ def _summary(result) -> dict:
     }
 
 
-def test_a_trial_in_a_reused_worker_equals_one_in_a_fresh_process(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(tmp_path / "cache")}
+def test_a_trial_in_a_reused_worker_equals_one_in_a_fresh_process(shared_cache):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(shared_cache)}
     os.environ["PROVPT_CACHE"] = env["PROVPT_CACHE"]
     try:
         warm = WarmCache()

@@ -15,12 +15,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.spec.plan import Pipeline, format_plan, make_plan
 from orchestrator.spec.study import Study, StudyError, load_study, redact
 from orchestrator.store.schema import STUDY, STUDY_ARTIFACT
-from provpt_core import check, format_reports
+
+if TYPE_CHECKING:
+    from orchestrator.spec.plan import Pipeline
 
 PIPELINES_FILE = "pipelines.json"  # each pipeline's outcome: its selection and final test scores
 
@@ -41,35 +42,46 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show the trials' own output")
     args = parser.parse_args(argv)
+    if args.num_cpus is not None and args.num_cpus < 1:
+        parser.error(f"--num-cpus: expected a whole number of CPUs >= 1 for the local Ray, got {args.num_cpus}")
     try:
         study = load_study(args.study)
+        if args.output is not None and args.output.exists() and not args.output.is_dir():
+            raise StudyError(f"--output {args.output}: is a file; expected a folder (new, or this study's earlier output)")
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from orchestrator.spec.plan import format_plan, make_plan  # the core: after the study file is checked
+
     output = study.output_dir(args.output)
     pipelines = make_plan(study)
     tracking_uri = study.tracking_uri(output)
     if args.dry_run:
         print(format_plan(study, pipelines, str(output), redact(tracking_uri)))
         return 0
-    problems = preflight(study, pipelines)
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
-        return 1
     try:
-        claim_output(study, output)
+        check_output(study, output)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    problems = [f"error: {args.study}: {p}" for p in preflight(study, pipelines)]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    claim_output(study, output)
     return run_study(study, pipelines, output, tracking_uri, args.num_cpus, args.verbose)
 
 
 def preflight(study: Study, pipelines: list[Pipeline]) -> list[str]:
-    """Everything that can be checked before Ray starts: each task's data and each backbone's
-    weights (`provpt_core.check`), once per distinct (task, backbone, root)."""
+    """Everything that can be checked before Ray starts, one sentence per problem naming the
+    study's field: each backbone built from its weights
+    (once per distinct backbone), each task's data (once per task and root), the tracking
+    store's driver and the GPUs a local Ray would have."""
+    from provpt_core import check, format_reports
+
     problems: dict[str, None] = {}  # ordered, each sentence once
     reports = {}
-    checked = set()
+    checked, built = set(), set()
     for pipeline in pipelines:
         config, spec = pipeline.base, pipeline.task
         key = (spec.name, repr(config.backbone), config.data.root)
@@ -77,31 +89,100 @@ def preflight(study: Study, pipelines: list[Pipeline]) -> list[str]:
             continue
         checked.add(key)
         if spec.benchmark != "mini" and config.data.root is None:
-            problems[f"error: data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder"] = None
+            problems[f"data.roots.{spec.benchmark}: task {spec.name} needs the {spec.benchmark} root folder"] = None
             continue
-        found = check(config, decode_images=study.data.check_images)
-        problems.update(dict.fromkeys(f"error: {p}" for p in found.problems))
+        found = check(config, decode_images=study.data.check_images, backbone=repr(config.backbone) not in built)
+        built.add(repr(config.backbone))
+        users = sorted({p.method.key for p in pipelines if repr(p.base.backbone) == repr(config.backbone)})
+        problems.update(dict.fromkeys(
+            f"{p} (used by {', '.join(users)})" if p.startswith("backbone:") else p for p in found.problems
+        ))
         if found.data is not None:
             reports.setdefault((spec.name, config.data.root), found.data)
     if any(not r.ok for r in reports.values()):
         problems[format_reports(list(reports.values()))] = None
+    problems.update(dict.fromkeys(_tracking_problems(study)))
+    if study.resources.gpu > 0 and not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            problems[
+                f"resources.gpu: each trial asks for {study.resources.gpu:g} GPU, but this machine has none "
+                "and the local Ray would wait for one forever; set resources.gpu: 0 to train on CPUs, or submit "
+                "the study to a Ray cluster with GPUs"
+            ] = None
     return list(problems)
 
 
-def claim_output(study: Study, output: Path) -> None:
-    """The output folder belongs to one study: a re-run with other settings would mix results."""
-    output.mkdir(parents=True, exist_ok=True)
+# The Python package of each SQL tracking store's default driver, and how to install it.
+_TRACKING_DRIVERS = {"postgresql": ("psycopg2", "pip install -e '.[server]'"), "mysql": ("pymysql", "pip install pymysql")}
+
+
+def _tracking_problems(study: Study) -> list[str]:
+    """An SQL tracking store whose driver is missing fails inside MLflow after Ray started."""
+    import importlib.util
+    from urllib.parse import urlsplit
+
+    if study.tracking.uri is None:
+        return []
+    scheme = urlsplit(study.tracking.uri).scheme
+    dialect, _, driver = scheme.partition("+")
+    module, install = _TRACKING_DRIVERS.get(dialect, (None, None))
+    if driver:  # an explicit driver, e.g. postgresql+psycopg2
+        module, install = driver, f"pip install {driver}"
+    if module is None or importlib.util.find_spec(module) is not None:
+        return []
+    return [f"tracking.uri: a {scheme}:// store needs the Python package {module}, which is not installed: {install}"]
+
+
+def check_cluster_gpus(study: Study, resources: dict[str, float], address: str) -> str | None:
+    """A study asking for GPUs on a cluster with none would wait forever: refused instead."""
+    gpus = resources.get("GPU", 0)
+    if study.resources.gpu > 0 and gpus < study.resources.gpu:
+        return (
+            f"error: resources.gpu: each trial asks for {study.resources.gpu:g} GPU, but the Ray cluster at "
+            f"{address} has {gpus:g}; this run does not wait for GPU nodes to join: start them (or set "
+            "resources.gpu: 0) and run the same command again"
+        )
+    return None
+
+
+def check_output(study: Study, output: Path) -> None:
+    """The output folder belongs to one study: a re-run with other settings would mix results.
+    Checked before anything is written there."""
+    if output.exists() and not output.is_dir():
+        raise StudyError(f"output {output}: is a file; expected a folder (give another --output or study output)")
     record = output / STUDY_ARTIFACT
+    if not record.exists():
+        return
+    settings = _settings(study)
+    if record.read_text() == settings:
+        return
+    try:
+        theirs = json.loads(record.read_text()).get("name", "?")
+    except ValueError:
+        theirs = "?"
+    if theirs != study.name:
+        raise StudyError(
+            f"output {output} holds study '{theirs}', not '{study.name}'; give this study another --output "
+            "(or its own output: field)"
+        )
+    raise StudyError(
+        f"output {output} holds a run of study '{study.name}' with other settings; resume it with the same "
+        "study file, or give another --output"
+    )
+
+
+def claim_output(study: Study, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / STUDY_ARTIFACT).write_text(_settings(study))
+
+
+def _settings(study: Study) -> str:
     dump = study.model_dump(mode="json")
     if dump["tracking"]["uri"]:
         dump["tracking"]["uri"] = redact(dump["tracking"]["uri"])
-    settings = json.dumps(dump, indent=2, sort_keys=True)
-    if record.exists() and record.read_text() != settings:
-        raise StudyError(
-            f"{output} holds a run of study '{study.name}' with other settings; resume it with the same "
-            "study file, or give another --output"
-        )
-    record.write_text(settings)
+    return json.dumps(dump, indent=2, sort_keys=True)
 
 
 def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_uri: str, num_cpus: int | None, verbose: bool) -> int:
@@ -120,6 +201,10 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp), log_to_driver=verbose)
     else:
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=verbose, ignore_reinit_error=True)
+    refused = None if started_here else check_cluster_gpus(study, ray.cluster_resources(), os.environ.get("RAY_ADDRESS", "?"))
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
     print(f"study {study.name}: {len(pipelines)} pipelines on Ray {ray.cluster_resources().get('CPU', 0):g} CPUs, "
           f"{ray.cluster_resources().get('GPU', 0):g} GPUs; output {output}", flush=True)
     artifacts = (output / "artifacts").as_uri() if study.tracking.uri is None else None
@@ -137,7 +222,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     waiting = list(pipelines)
     running: dict[Any, Pipeline] = {}
     outcomes: list[dict[str, Any]] = []
-    shown: dict[str, str] = {}
+    shown: dict[Any, str] = {}  # the line last printed per pipeline, and the error causes printed
     start = time.monotonic()
     while waiting or running:
         while waiting and len(running) < limit:
@@ -190,8 +275,14 @@ def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:
     return max(2, int(slots) // study.search.concurrency + 1)
 
 
-def _print_progress(state: dict[str, dict[str, Any]], shown: dict[str, str], start: float) -> None:
+def _print_progress(state: dict[str, dict[str, Any]], shown: dict[Any, str], start: float) -> None:
     for pipeline, fields in sorted(state.items()):
+        for cause, count in fields.get("errors", {}).items():
+            if ("error", cause) not in shown:  # each distinct cause once, whichever pipeline hits it
+                shown[("error", cause)] = pipeline
+                print(f"{time.monotonic() - start:7.0f}s [{pipeline}] a trial failed: {cause}", flush=True)
+        if "phase" not in fields:
+            continue
         best = fields.get("best_val") if fields["phase"] == "search" else None
         line = (
             f"[{pipeline}] {fields['phase']}: {fields['done']}/{fields['total']} done, {fields['running']} running, "

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 import ray
 
+from orchestrator.execution.progress import error_cause
 from orchestrator.execution.selection import LR, SearchRecord, select_best
 from orchestrator.execution.trainable import searched_values
 from orchestrator.execution.tuning import PipelineJob, optuna_name, run_phase
@@ -76,7 +77,8 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
         tracker.log(run.info.run_id, {"test_acc_mean": statistics.mean(tests), "test_acc_std": spread})
         tracker.finish(run.info.run_id)
     else:
-        outcome["failed"] = "no final trial finished"
+        causes = sorted({error_cause(str(r.error)) for r in results if r.error is not None})
+        outcome["failed"] = "no final trial finished" + (f" ({'; '.join(causes)})" if causes else "")
         tracker.finish(run.info.run_id, failed_reason=outcome["failed"])
     if tests and pipeline.method.branches is not None:
         outcome["branches"] = _run_branches(tracker, job, final_base, tags, progress_actor)
@@ -116,7 +118,7 @@ def search_records(job: PipelineJob, results) -> list[SearchRecord]:
 def _close_stray_trials(tracker: Tracker, parent_id: str, job: PipelineJob, phase: str) -> None:
     """Trials left RUNNING once their phase is over: stopped early by the scheduler, or
     errored past their retries. Closed as KILLED in MLflow and in their records."""
-    reason = "stopped: early stopping or repeated errors"
+    reason = "stopped: ended by the scheduler or the driver"
     close_stray(_records(job, phase), reason)
     for run in tracker.children(parent_id):
         if run.info.status == "RUNNING":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
@@ -22,8 +23,23 @@ class Progress:
     def update(self, pipeline: str, fields: dict[str, Any]) -> None:
         self.state.setdefault(pipeline, {}).update(fields)
 
+    def error(self, pipeline: str, cause: str) -> None:
+        """A trial failed past its retries: its cause, counted per pipeline."""
+        errors = self.state.setdefault(pipeline, {}).setdefault("errors", {})
+        errors[cause] = errors.get(cause, 0) + 1
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self.state
+
+
+def error_cause(trace: str) -> str:
+    """The exception line of a trial's error trace (Tune's error.txt, or a TuneError's text),
+    without module paths: e.g. "BackboneLoadError: backbone 'x': cannot read weight file ..."."""
+    lines = [line.strip() for line in str(trace).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b[^ ]*:", line)]
+    cause = causes[-1] if causes else (lines[-1] if lines else "unknown error")
+    head, sep, rest = cause.partition(":")
+    return f"{head.rsplit('.', 1)[-1]}{sep}{rest}"[:500]
 
 
 class ProgressCallback(tune.Callback):
@@ -41,9 +57,9 @@ class ProgressCallback(tune.Callback):
         self._send(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._send(trials)
+        self._send(trials, error=error_cause(trial.get_error() or ""))
 
-    def _send(self, trials: list) -> None:
+    def _send(self, trials: list, error: str | None = None) -> None:
         self.last = time.monotonic()
         # an epoch without evaluation repeats a placeholder val score (`val_evaluated` 0): not a score
         scores = [t.last_result.get("val_acc") for t in trials if t.last_result and t.last_result.get("val_evaluated", 1)]
@@ -57,6 +73,9 @@ class ProgressCallback(tune.Callback):
             "best_val": max(scores) if scores else None,
         }
         try:
-            ray.get_actor(self.actor_name).update.remote(self.pipeline, fields)
+            board = ray.get_actor(self.actor_name)
+            board.update.remote(self.pipeline, fields)
+            if error:
+                board.error.remote(self.pipeline, error)
         except ValueError:  # no driver board (e.g. a bare restore): nothing to tell
             pass

@@ -241,6 +241,9 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
         log.failed(f"diverged: {err}")
         tune.report({"val_acc": math.nan, "failed": 1})
         return
+    except Exception as err:  # the cause goes to the trial's run and record; Tune retries or reports it
+        log.failed(f"{type(err).__name__}: {err}")
+        raise
     summary = {name: getattr(result, name) for name in SUMMARY_METRICS}
     with clock.part("tracking"):
         log.finished(summary, result.epochs_completed, result)

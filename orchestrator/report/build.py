@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from orchestrator.report.analyses import fidelity_table, reward_table, timing_tables
 from orchestrator.report.coverage import STATES, cost_note, cost_table, coverage, trial_hours
-from orchestrator.report.frames import Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
+from orchestrator.report.frames import Recorded, Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
 from orchestrator.report.model import Table
 from orchestrator.report.published import PublishedNumber, load_published
 from orchestrator.report.render import write_table, write_text
@@ -98,7 +99,10 @@ def load_target(target: Path) -> tuple[Study, Path]:
         record = target / STUDY_ARTIFACT
         if not record.exists():
             raise StudyError(f"{target}: not a study's output folder (no study.json); give the study file instead")
-        study = Study.model_validate(json.loads(record.read_text()))
+        try:
+            study = Study.model_validate(json.loads(record.read_text()))
+        except (ValueError, ValidationError) as err:
+            raise StudyError(f"{record}: not a study record this version reads ({str(err).splitlines()[0]}); give the study file instead") from None
         return study, target.resolve()
     study = load_study(target)
     return study, study.output_dir()
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None, prog: str = "provpt tables") -> int:
         if args.output:
             output = args.output.resolve()
         recorded = from_mlflow(args.from_mlflow, study.name) if args.from_mlflow else from_output(output)
+        check_finished(recorded, args.from_mlflow and redact(args.from_mlflow) or str(output / "records"))
         report = write_report(study, to_frames(*recorded), args.out or output / "results", args.baseline, not args.no_figures)
     except (StudyError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -125,6 +130,15 @@ def main(argv: list[str] | None = None, prog: str = "provpt tables") -> int:
     source = redact(args.from_mlflow) if args.from_mlflow else str(output / "records")
     print(report_line(study, report, args.out or output / "results", source))
     return 0
+
+
+def check_finished(recorded: Recorded, source: str) -> None:
+    """Tables of no finished trial would be empty: refused, saying what the store holds."""
+    if any(trial.status == "FINISHED" for trial in recorded.trials):
+        return
+    held = pd.Series([trial.status for trial in recorded.trials], dtype=object).value_counts()
+    found = ", ".join(f"{n} {status.lower()}" for status, n in held.items()) or "no trial at all"
+    raise ResultsError(f"{source}: nothing to tabulate: no trial has finished ({found}); run the study (provpt run) first")
 
 
 def report_line(study: Study, report: Report, folder: Path, source: str) -> str:

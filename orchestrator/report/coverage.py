@@ -55,6 +55,9 @@ def coverage(study: Study, trials: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         f"{len(frame)} planned trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
         + ". stopped: ended early by the scheduler (a search trial's normal fate under ASHA)."
     )
+    reasons = trials.loc[trials["status"] == "FAILED", "failure_reason"].fillna("no reason recorded").value_counts()
+    for reason, count in reasons.items():
+        table.notes.append(f"failed: {reason} ({count} trial{'s' if count > 1 else ''})")
     return table, frame
 
 

@@ -175,13 +175,21 @@ def _from_run(client, run) -> RecordedTrial:
             epochs.setdefault(point.step, {})[name] = point.value  # a re-run epoch's last value
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     config, distributions, analysis = {}, [], {}
+    where = f"MLflow run {run_id} ({run.data.tags.get(KEY, run.info.run_name)})"
     with tempfile.TemporaryDirectory() as folder:
+
+        def artifact(name: str, read):
+            try:
+                return read(Path(client.download_artifacts(run_id, name, folder)))
+            except Exception as err:  # a broken artifact names its run and file, not a temp path
+                raise ResultsError(f"{where}: artifact {name} cannot be read: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
         if CONFIG_ARTIFACT in artifacts:
-            config = json.loads(Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)).read_text())
+            config = artifact(CONFIG_ARTIFACT, lambda path: json.loads(path.read_text()))
         if ANALYSIS_ARTIFACT in artifacts:
-            analysis = json.loads(Path(client.download_artifacts(run_id, ANALYSIS_ARTIFACT, folder)).read_text())
+            analysis = artifact(ANALYSIS_ARTIFACT, lambda path: json.loads(path.read_text()))
         if DISTRIBUTIONS_ARTIFACT in artifacts:
-            frame = pd.read_parquet(client.download_artifacts(run_id, DISTRIBUTIONS_ARTIFACT, folder))
+            frame = artifact(DISTRIBUTIONS_ARTIFACT, pd.read_parquet)
             distributions = [tuple(int(v) for v in row) for row in frame[["epoch", "block", "count"]].itertuples(index=False)]
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "provpt."))}
     return RecordedTrial(
@@ -335,5 +343,10 @@ def read_parquet(folder: Path) -> Results:
         if name == "fidelity" and not path.exists():
             frames[name] = _typed_frame([], FIDELITY_COLUMNS)
             continue
-        frames[name] = pd.read_parquet(path, dtype_backend="pyarrow")
+        try:
+            frames[name] = pd.read_parquet(path, dtype_backend="pyarrow")
+        except FileNotFoundError:
+            raise ResultsError(f"{path}: missing; run provpt tables on the study's output to write it") from None
+        except Exception as err:  # pyarrow's errors do not say which file
+            raise ResultsError(f"{path}: not a readable parquet file ({type(err).__name__}: {err}); run provpt tables to rewrite it") from None
     return Results(**frames)

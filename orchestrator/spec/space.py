@@ -8,14 +8,35 @@ earlier, or fixed in the trial config) match, so spaces are conditional and meth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from provpt_core import TrialConfig, lookup
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     import optuna
+
+    from provpt_core import TrialConfig
+
+
+def _not_bool(kind: str):
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {kind}, got {str(value).lower()}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+# Study fields refuse what pydantic would convert: YAML's `true` is no number, "yes" no boolean.
+Int = Annotated[int, _not_bool("an integer"), Field(strict=True)]
+Number = Annotated[float, _not_bool("a number")]
+Bool = Annotated[bool, BeforeValidator(_bool)]
 
 
 class Param(BaseModel):
@@ -24,10 +45,10 @@ class Param(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
+    low: Number | None = None
+    high: Number | None = None
+    log: Bool = False
+    step: Number | None = None
     type: Literal["float", "int"] | None = None  # default: int when low and high are integers
     choices: list[Any] | None = None
     when: dict[str, Any] = Field(default_factory=dict)
@@ -46,6 +67,10 @@ class Param(BaseModel):
             raise ValueError(f"low {self.low:g} > high {self.high:g}")
         if self.log and self.low <= 0:
             raise ValueError(f"log: a log range needs low > 0, got {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError("step: a log range has no step (Optuna samples it continuously); drop step or log")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step: expected a number > 0, got {self.step:g}")
         return self
 
     @property
@@ -99,6 +124,8 @@ def corner_values(params: dict[str, Param]) -> list[dict[str, Any]]:
 
 
 def _conditions_hold(when: dict[str, Any], values: dict[str, Any], base_trial: dict[str, Any]) -> bool:
+    from provpt_core import lookup
+
     for path, expected in when.items():
         actual = values[path] if path in values else lookup(base_trial, path)
         allowed = expected if isinstance(expected, list) else [expected]

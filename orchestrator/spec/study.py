@@ -25,30 +25,48 @@ Credentials belong in the environment, never in a study file.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.spec.space import Param, corner_values
-from provpt_core import (
-    METHODS,
-    ConfigError,
-    Recipe,
-    TaskSpec,
-    TrialConfig,
-    backbone_depth,
-    fraction_epoch,
-    merge,
-    published_recipe,
-    resolve_tasks,
-)
+from orchestrator.spec.space import Bool, Int, Number, Param, corner_values
 
+if TYPE_CHECKING:
+    from provpt_core import Recipe, TaskSpec, TrialConfig
+
+# Checking a study file needs only YAML and pydantic: the core (torch, timm) is imported by the
+# checks that build trial configs, after everything a file can get wrong on its own is checked.
+
+MAX_TRIALS = 10_000  # search trials of one pipeline; more is a typo, not a study
+MAX_SEEDS = 100
+TRACKING_SCHEMES = (
+    "sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks",
+)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _plain_name(name: str) -> str:
+    """A study's or method's name: it names folders and runs, so no path separators."""
+    if not re.fullmatch(_NAME, name):
+        raise ValueError(f"expected letters, digits, '_', '.' or '-' (it names folders and runs), got {name!r}")
+    return name
+
+
+def _first_repeat(items: list[Any]) -> Any:
+    """The first item listed a second time; None if all are distinct."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
 
 
 class StudyError(ValueError):
@@ -64,12 +82,12 @@ class BranchSection(_Strict):
     the move happens before that epoch trains), branch runs that move `count` prompts from
     block `source` to each of `targets` and train to the end; they cost the remaining epochs."""
 
-    epochs: list[int] = Field(default_factory=list)
-    fractions: list[float] = Field(default_factory=list)  # or: at these fractions of the training
-    source: int = Field(ge=0)
-    targets: list[int] | None = None  # None: every block but the source
-    count: int = Field(1, ge=1)
-    rescale: float = Field(1e-3, gt=0)  # a moved prompt is multiplied by this, as PRO-VPT's
+    epochs: list[Int] = Field(default_factory=list)
+    fractions: list[Number] = Field(default_factory=list)  # or: at these fractions of the training
+    source: Int = Field(ge=0)
+    targets: list[Int] | None = None  # None: every block but the source
+    count: Int = Field(1, ge=1)
+    rescale: Number = Field(1e-3, gt=0)  # a moved prompt is multiplied by this, as PRO-VPT's
 
     @model_validator(mode="after")
     def _when(self) -> BranchSection:
@@ -81,6 +99,8 @@ class BranchSection(_Strict):
 
     def branch_epochs(self, total: int) -> list[int]:
         """The branch epochs (0-based) of a trial of `total` epochs, in order."""
+        from provpt_core import fraction_epoch
+
         return sorted({*self.epochs, *(fraction_epoch(f, total) for f in self.fractions)})
 
     def target_blocks(self, depth: int) -> list[int]:
@@ -98,12 +118,10 @@ class MethodEntry(_Strict):
     recipe: Literal["shared", "published"] | None = None  # None: the study's
     branches: BranchSection | None = None  # branch runs of the final trials (adjustment timing)
 
-    @field_validator("name")
+    @field_validator("label")
     @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in METHODS:
-            raise ValueError(f"unknown method '{name}'; expected one of {', '.join(sorted(METHODS))}")
-        return name
+    def _label(cls, label: str | None) -> str | None:
+        return None if label is None else _plain_name(label)
 
     @property
     def key(self) -> str:
@@ -113,7 +131,7 @@ class MethodEntry(_Strict):
 class DataSection(_Strict):
     roots: dict[Literal["vtab1k", "fgvc"], str] = Field(default_factory=dict)
     cache_dir: str | None = None
-    check_images: bool = False  # also decode every image in the pre-flight check
+    check_images: Bool = False  # also decode every image in the pre-flight check
 
     @field_validator("roots")
     @classmethod
@@ -123,34 +141,44 @@ class DataSection(_Strict):
 
 
 class Resources(_Strict):
-    cpu: float = 1.0
-    gpu: float = 0.0  # a fraction shares one GPU between trials
+    cpu: Number = 1.0
+    gpu: Number = 0.0  # a fraction shares one GPU between trials; a trial uses one device
 
     @model_validator(mode="after")
     def _check(self) -> Resources:
         if self.cpu <= 0:
             raise ValueError(f"cpu: expected a number > 0, got {self.cpu}")
-        if not 0 <= self.gpu:
-            raise ValueError(f"gpu: expected a number >= 0, got {self.gpu}")
+        if not 0 <= self.gpu <= 1:
+            raise ValueError(
+                f"gpu: expected a share of one GPU in [0, 1] (a trial trains on one device), got {self.gpu:g}"
+            )
         return self
 
 
 class Asha(_Strict):
-    grace_period: int = 5  # epochs before a trial may be stopped
-    reduction_factor: int = 3
+    grace_period: Int = Field(5, ge=1)  # epochs before a trial may be stopped
+    reduction_factor: Int = Field(3, ge=2)  # 1 would stop nothing
 
 
 class SearchSection(_Strict):
     sampler: Literal["tpe", "random"] = "tpe"
-    trials: int = Field(8, ge=1)
-    concurrency: int = Field(2, ge=1)  # trials of one pipeline at once
-    seed: int = 0  # training seed of search trials (and the sampler's, mixed with the pipeline)
+    trials: Int = Field(8, ge=1, le=MAX_TRIALS)
+    concurrency: Int = Field(2, ge=1, le=MAX_TRIALS)  # trials of one pipeline at once
+    seed: Int = 0  # training seed of search trials (and the sampler's, mixed with the pipeline)
     asha: Asha | None = None
 
 
 class FinalSection(_Strict):
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    seeds: list[Int] = Field(default_factory=lambda: [42], min_length=1, max_length=MAX_SEEDS)
     selection: Literal["best_val_smaller_lr"] = "best_val_smaller_lr"
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        twice = _first_repeat(seeds)
+        if twice is not None:
+            raise ValueError(f"seed {twice} is listed twice: each final seed runs once")
+        return seeds
 
 
 class TrackingSection(_Strict):
@@ -159,7 +187,17 @@ class TrackingSection(_Strict):
     @field_validator("uri")
     @classmethod
     def _empty_is_default(cls, uri: str | None) -> str | None:
-        return uri or None
+        if not uri:
+            return None
+        scheme = urlsplit(uri).scheme
+        if scheme.partition("+")[0] not in TRACKING_SCHEMES:  # dialect+driver, e.g. postgresql+psycopg2
+            close = difflib.get_close_matches(scheme, TRACKING_SCHEMES, n=1)
+            raise ValueError(
+                f"unknown scheme {scheme!r} in {redact(uri)!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + "; expected a URI like sqlite:////abs/path/mlflow.db, postgresql://user@host/db or http://host:5000"
+            )
+        return uri
 
 
 class AblationSection(_Strict):
@@ -185,29 +223,40 @@ class Study(_Strict):
     search: SearchSection = Field(default_factory=SearchSection)
     final: FinalSection = Field(default_factory=FinalSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
-    checkpoint_every: int = Field(5, ge=1)  # epochs between trial checkpoints
-    max_failures: int = Field(2, ge=0)  # retries of a trial from its last checkpoint
-    max_concurrent_pipelines: int | None = None  # None: enough to fill the cluster's trial slots
+    checkpoint_every: Int = Field(5, ge=1)  # epochs between trial checkpoints
+    max_failures: Int = Field(2, ge=0)  # retries of a trial from its last checkpoint
+    max_concurrent_pipelines: Int | None = Field(None, ge=1)  # None: enough to fill the cluster's trial slots
     ablation: AblationSection | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise ValueError(f"expected letters, digits, '_', '.' or '-', got {name!r}")
-        return name
+        return _plain_name(name)
 
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, tasks: list[str]) -> list[str]:
-        try:
-            resolve_tasks(tasks)
-        except KeyError as err:
-            raise ValueError(err.args[0]) from None
+        twice = _first_repeat(tasks)
+        if twice is not None:
+            raise ValueError(f"task {twice!r} is listed twice")
         return tasks
+
+    @model_validator(mode="after")
+    def _distinct_methods(self) -> Study:
+        keys = [m.key for m in self.methods]
+        twice = _first_repeat(keys)
+        if twice is not None:
+            second = keys.index(twice, keys.index(twice) + 1)
+            raise ValueError(
+                f"methods[{second}]: '{twice}' is listed twice (methods[{keys.index(twice)}]); to run one method "
+                "twice with other settings, give each a distinct label"
+            )
+        return self
 
     @property
     def task_specs(self) -> list[TaskSpec]:
+        from provpt_core import resolve_tasks
+
         return resolve_tasks(self.tasks)
 
     def output_dir(self, override: str | Path | None = None) -> Path:
@@ -220,6 +269,8 @@ class Study(_Strict):
         """The authors' recipe `method` trains with in this study; None: the shared protocol."""
         if (method.recipe or self.recipe) == "shared":
             return None
+        from provpt_core import published_recipe
+
         recipe = published_recipe(method.name)
         if recipe is None:
             raise ValueError(f"no published recipe is sourced for method '{method.name}'; give it recipe: shared")
@@ -228,9 +279,13 @@ class Study(_Strict):
     def trial_config(self, method: MethodEntry, task: TaskSpec) -> TrialConfig:
         """The trial config of (method, task) before search values and seeds are applied: the
         study's `trial`, then the method's recipe if published, then the method's `trial`."""
+        from provpt_core import TrialConfig
+
         return TrialConfig.from_dict(self._trial_dict(method, task))
 
     def _trial_dict(self, method: MethodEntry, task: TaskSpec) -> dict[str, Any]:
+        from provpt_core import merge
+
         recipe = self.recipe_of(method)
         trial = copy.deepcopy(self.trial)
         recipe_fields: dict[str, Any] = {}
@@ -264,29 +319,116 @@ def redact(uri: str) -> str:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read and check a study file; every mistake names the file and the field."""
+    """Read and check a study file; every mistake names the file and the field. What the file
+    can get wrong on its own is checked first, with YAML and pydantic only (fast); then the
+    tasks, methods and every pipeline's trial config, with the core."""
     path = Path(path)
+    raw = _read(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        study = Study.model_validate(_interpolate(raw, path))
+    except ValidationError as err:
+        raise StudyError(f"{path}: {_explain(err)}") from None
+    _check_tasks(study, path)
+    _check_trials(study, path)
+    return study
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's loader keeps the last of two equal keys; a study file must not lose a setting so."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(
+                    key_node.start_mark.line + 1,
+                    f"key {key!r} is given twice in one mapping (first on line {seen[key]}); YAML would keep only the last",
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise StudyError(f"{path}: is a folder; expected a study file (YAML), e.g. studies/quickstart.yaml")
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise StudyError(f"{path}: no such study file") from None
+    except OSError as err:
+        raise StudyError(f"{path}: cannot read the study file: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise StudyError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); a study file is YAML text") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise StudyError(f"{path}:{err.line}: {err.message}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise StudyError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: expected a mapping of study fields")
-    try:
-        study = Study.model_validate(_interpolate(raw, path))
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = _field_path(first["loc"])
+        raise StudyError(f"{path}: expected a mapping of study fields (name, tasks, methods, ...)")
+    return raw
+
+
+def _explain(err: ValidationError) -> str:
+    """One sentence for the first mistake; an unknown field before anything else, because a
+    misspelled field also makes the field it meant look missing."""
+    errors = err.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = unknown[0] if unknown else errors[0]
+    field = _field_path(first["loc"])
+    if not unknown:
         message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown field"
-        raise StudyError(f"{path}: {field}: {message}") from None
-    _check_trials(study, path)
-    return study
+        bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+        if first["type"] in bounds:
+            limit = next(iter(first["ctx"].values()))
+            message = f"expected a value {bounds[first['type']]} {limit}, got {first['input']!r}"
+        elif first["type"] in ("int_type", "float_type", "bool_type", "int_from_float"):
+            message = f"{message}, got {first['input']!r}"
+        return f"{field}: {message}" if field else message
+    parent, name = first["loc"][:-1], str(first["loc"][-1])
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent]
+    known = _fields_at(parent)
+    close = difflib.get_close_matches(name, missing or known, n=1, cutoff=0.6)
+    message = f"{field}: unknown field"
+    if close:
+        message += f" (did you mean '{close[0]}'?)"
+    elif known:
+        message += f"; expected one of {', '.join(known)}"
+    if missing:
+        message += f"; the required field '{_field_path((*parent, missing[0]))}' is missing"
+    return message
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names of the study model at a location (e.g. ("search", "asha"))."""
+    model: Any = Study
+    for part in loc:
+        if model is not None and part in model.model_fields:  # else a list index or a mapping's key
+            model = _model_in(model.model_fields[part].annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _field_path(loc: tuple) -> str:
@@ -331,20 +473,54 @@ def _number(text: str) -> int | float | None:
     return None
 
 
+def _check_tasks(study: Study, path: Path) -> None:
+    """Every task name known, and no task named by two entries (e.g. vtab1k and cifar100)."""
+    from provpt_core import resolve_tasks
+
+    named_by: dict[str, str] = {}
+    for i, entry in enumerate(study.tasks):
+        for part in entry.split(","):
+            try:
+                specs = resolve_tasks([part])
+            except KeyError as err:
+                raise StudyError(f"{path}: tasks[{i}]: {err.args[0]}") from None
+            for spec in specs:
+                if spec.name in named_by:
+                    raise StudyError(
+                        f"{path}: tasks[{i}]: task {spec.name} is listed twice ('{named_by[spec.name]}' and '{part.strip()}')"
+                    )
+                named_by[spec.name] = part.strip()
+
+
 def _check_trials(study: Study, path: Path) -> None:
     """Build every pipeline's trial config with the searched values at their bounds and
     choices, so unknown fields and bad values fail here, not in a trial."""
+    from provpt_core import METHODS, ConfigError
+
     for i, method in enumerate(study.methods):
+        if method.name not in METHODS:
+            close = difflib.get_close_matches(method.name, METHODS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise StudyError(
+                f"{path}: methods[{i}].name: unknown method '{method.name}'{hint}; expected one of {', '.join(sorted(METHODS))}"
+            )
         for name in method.search:
             if name.split(".")[0] not in ("train", "method", "eval", "backbone", "data"):
                 raise StudyError(
                     f"{path}: methods[{i}].search.{name}: expected a dotted path into the trial config "
                     "(train., method., eval., ...)"
                 )
+            if name == "train.seed":
+                raise StudyError(f"{path}: methods[{i}].search.train.seed: {_SEEDS_COME_FROM}")
+        for where, trial in (("trial", study.trial), (f"methods[{i}].trial", method.trial)):
+            if "seed" in (trial.get("train") or {}):
+                raise StudyError(f"{path}: {where}.train.seed: {_SEEDS_COME_FROM}")
         try:
-            study.recipe_of(method)
+            recipe = study.recipe_of(method)
         except ValueError as err:
             raise StudyError(f"{path}: methods[{i}].recipe: {err}") from None
+        if recipe is not None:
+            _check_recipe_overrides(study, i, method, recipe, path)
         for task in study.task_specs:
             try:
                 base = study.trial_config(method, task)
@@ -353,14 +529,71 @@ def _check_trials(study: Study, path: Path) -> None:
                     base.override(values)
             except ConfigError as err:
                 raise StudyError(f"{path}: methods[{i}] ({method.key}): {err}") from None
+        _check_conditions(method, i, base, path)
+        _check_asha(study, method, base, path)
         if method.branches is not None:
             _check_branches(study, i, method, path)
-        if len({m.key for m in study.methods}) != len(study.methods):
-            raise StudyError(f"{path}: methods[{i}].label: two methods share the name '{method.key}'")
+
+
+_SEEDS_COME_FROM = (
+    "a trial's seed is set by the study (search.seed for the search, final.seeds for the final runs); "
+    "remove it here and set those"
+)
+
+
+def _check_recipe_overrides(study: Study, index: int, method: MethodEntry, recipe: Recipe, path: Path) -> None:
+    """A study-wide `trial` value that a method's published recipe sets otherwise would be
+    replaced without a word: refused, saying where the value takes effect."""
+    from provpt_core import flatten
+
+    mine = flatten({k: v for k, v in study.trial.items() if k != "method"})
+    theirs = flatten({k: v for k, v in recipe.config.items() if k != "method"})
+    for field, value in mine.items():
+        if field in theirs and theirs[field] != value:
+            raise StudyError(
+                f"{path}: trial.{field}: {value!r} would be replaced by {theirs[field]!r}: methods[{index}] "
+                f"({method.key}) trains under the published recipe '{recipe.name}'; to override the recipe, set it in "
+                "that method's trial:, or give the method recipe: shared"
+            )
+
+
+def _check_conditions(method: MethodEntry, index: int, base: TrialConfig, path: Path) -> None:
+    """A `when` names a searched value of the method or a field of its trial config."""
+    trial = base.to_dict()
+    for name, param in method.search.items():
+        for condition in param.when:
+            if condition in method.search or _has_path(trial, condition):
+                continue
+            raise StudyError(
+                f"{path}: methods[{index}].search.{name}.when: {condition} is neither a searched value of "
+                f"{method.key} ({', '.join(method.search)}) nor a field of its trial config"
+            )
+
+
+def _has_path(tree: dict[str, Any], dotted: str) -> bool:
+    *parents, leaf = dotted.split(".")
+    node: Any = tree
+    for part in parents:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict) and leaf in node
+
+
+def _check_asha(study: Study, method: MethodEntry, base: TrialConfig, path: Path) -> None:
+    """ASHA's first rung must come before the end of training, or it stops nothing."""
+    asha = study.search.asha
+    if asha is not None and method.search and asha.grace_period >= base.train.epochs:
+        raise StudyError(
+            f"{path}: search.asha.grace_period: {asha.grace_period} epochs, but {method.key}'s trials train "
+            f"{base.train.epochs}; expected fewer than the epochs (or no asha)"
+        )
 
 
 def _check_branches(study: Study, index: int, method: MethodEntry, path: Path) -> None:
     """Branch epochs inside the training, blocks inside the backbone, a method that can move prompts."""
+    from provpt_core import METHODS, backbone_depth
+
     where = f"{path}: methods[{index}].branches"
     if "moves" not in METHODS[method.name].config_class.__dataclass_fields__:
         movable = sorted(n for n, m in METHODS.items() if "moves" in m.config_class.__dataclass_fields__)
@@ -385,6 +618,8 @@ def _check_branches(study: Study, index: int, method: MethodEntry, path: Path) -
 def _check_searched_lr(study: Study, index: int, method: MethodEntry, base: TrialConfig, path: Path) -> None:
     """A method on frozen features trains only its head, at `train.head_lr` when that is set:
     a search over `train.lr` would then change nothing."""
+    from provpt_core import METHODS
+
     if "train.lr" in method.search and METHODS[method.name].frozen_features and base.train.head_lr is not None:
         raise StudyError(
             f"{path}: methods[{index}].search.train.lr: {method.key} trains only its head, at train.head_lr="

@@ -112,6 +112,8 @@ def read_record(path: Path) -> RecordedTrial:
         if kind == "start":
             if result is None:  # a retried trial's tags stay those of its first start, as in MLflow
                 result = RecordedTrial(event["key"], event["run_id"], RUNNING, dict(event["tags"]), event["config"])
+            else:  # a retry after a failure runs again
+                result.status, result.failure_reason = RUNNING, None
         elif result is None:
             raise ValueError(f"{path}:{number}: expected a 'start' line first, got {kind!r}")
         elif kind == "epoch":

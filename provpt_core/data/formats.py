@@ -62,8 +62,16 @@ def _read_vtab(path: Path, folder: Path) -> list[Sample]:
         image = image.strip()
         if not image or not _is_int(label):
             raise DataFormatError(f"{path}:{number}: expected '<image path> <integer label>', got {line!r}")
-        samples.append(Sample(folder / image, int(label), number))
+        samples.append(Sample(_inside(folder, image, f"{path}:{number}"), int(label), number))
     return samples
+
+
+def _inside(folder: Path, image: str, where: str) -> Path:
+    """`folder / image`, refused when the split file's path would leave the task's folder."""
+    relative = Path(image)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise DataFormatError(f"{where}: image path {image!r} leaves the task folder {folder}; expected a path inside it")
+    return folder / relative
 
 
 def _is_int(text: str) -> bool:
@@ -75,7 +83,11 @@ def _read_fgvc(spec: TaskSpec, folder: Path, split: str) -> list[Sample]:
     remap = {class_id: index for index, class_id in enumerate(ids)}
     images = folder / spec.image_folder if spec.image_folder else folder
     entries = _fgvc_entries(folder, split)
-    return [Sample(images / path, remap[class_id], n) for n, (path, class_id) in enumerate(entries.items(), start=1)]
+    where = folder / f"{split}.json"
+    return [
+        Sample(_inside(images, path, f"{where}: entry {n}"), remap[class_id], n)
+        for n, (path, class_id) in enumerate(entries.items(), start=1)
+    ]
 
 
 def _fgvc_entries(folder: Path, split: str, missing_ok: bool = False) -> dict[str, int]:

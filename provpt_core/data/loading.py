@@ -50,7 +50,11 @@ class DataConfig:
 def benchmark_root(config: DataConfig) -> Path:
     spec = config.spec
     if config.root is not None:
-        return Path(config.root).expanduser()
+        root = Path(config.root).expanduser()
+        if not root.is_dir():
+            state = "is a file" if root.exists() else "does not exist"
+            raise DataFormatError(f"data.root: {root} {state}; expected the folder that holds the {spec.benchmark} tasks")
+        return root
     if spec.benchmark == "mini":
         return mini_root(cache_dir(config))
     raise DataFormatError(f"data.root: task '{spec.name}' needs the folder of the {spec.benchmark} benchmark")
