@@ -209,3 +209,21 @@ def test_no_credential_reaches_the_output_or_the_logs(submitted, cluster):
     secret_values = [cluster["password"], cluster["env"]["RAY_AUTH_TOKEN"]]
     texts = [submitted["logs"], *(p.read_text(errors="replace") for p in submitted["output"].rglob("*") if p.suffix in (".json", ".jsonl", ".md", ".csv"))]
     assert not any(secret in text for secret in secret_values for text in texts)
+
+
+def test_a_job_with_a_relative_output_is_refused_before_it_writes_into_rays_copy(cluster, shared_cache):
+    """`ray job submit --working-dir .` runs the driver in a copy Ray deletes: a relative output
+    (the shipped studies' default) is refused, naming the absolute-path fix."""
+    root, env = cluster["root"], cluster["env"]
+    study = _study(root / "relative.yaml")
+    runtime_env = {"env_vars": {"PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}}
+    done = _ray(
+        env, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
+        "--runtime-env-json", json.dumps(runtime_env), "--", sys.executable, "-m", "orchestrator.run",
+        str(study), "--output", "outputs/relative", timeout=300,
+    )
+    logs = done.stdout + done.stderr
+    assert done.returncode != 0, logs[-3000:]
+    assert "--output outputs/relative: a relative path inside a Ray job resolves into Ray's temporary copy" in logs, logs[-3000:]
+    assert "working_dir_files" in logs and "PROVPT_OUTPUT" in logs
+    assert not (REPO / "outputs" / "relative").exists()

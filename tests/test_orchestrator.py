@@ -1,5 +1,5 @@
-"""The orchestrator end to end on a local Ray: a micro study (with ASHA) is killed mid-way
-with SIGKILL, re-run with the same command, and must finish with every trial run once, a
+"""The orchestrator end to end on a local Ray: a micro study (with ASHA) is interrupted with
+Ctrl-C (SIGINT), re-run, killed mid-way with SIGKILL, re-run with the same command, and must finish with every trial run once, a
 correct MLflow tree, a diverging trial recorded as failed while the study goes on, and a trial
 that raises (on a device the machine lacks) failed with its cause on the console, in MLflow and
 in the coverage table, never as stopped."""
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from services import kill_processes_using
+from services import kill_processes_using, scaled
 
 REPO = Path(__file__).resolve().parents[1]
-TRIALS_BEFORE_KILL = 3
+TRIALS_BEFORE_INTERRUPT = 2
+TRIALS_BEFORE_KILL = 4
 METHODS = ("linear", "provpt", "vpt_shallow", "linear_gpu")
 
 
@@ -63,13 +64,10 @@ def study_run(tmp_path_factory, shared_cache):
     command = [sys.executable, "-m", "orchestrator.run", str(study_file), "--output", str(output), "--num-cpus", "2"]
     db = output / "mlflow.db"
 
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 400
-    while len(_finished_trials(db)) < TRIALS_BEFORE_KILL and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert first.poll() is None, "the study ended before it could be interrupted:\n" + first.stdout.read().decode()[-3000:]
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    interrupted = _run_until(command, env, db, TRIALS_BEFORE_INTERRUPT, signal.SIGINT)
+    kill_processes_using(ray_temp)
+    running_after_interrupt = _running_runs(db)
+    _run_until(command, env, db, TRIALS_BEFORE_KILL, signal.SIGKILL)
     time.sleep(2)
     kill_processes_using(ray_temp)
     finished_before = _finished_trials(db)
@@ -77,7 +75,27 @@ def study_run(tmp_path_factory, shared_cache):
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     kill_processes_using(ray_temp)
     shutil.rmtree(ray_temp, ignore_errors=True)
-    return {"output": output, "db": db, "before": finished_before, "second": second}
+    return {
+        "output": output, "db": db, "before": finished_before, "second": second,
+        "interrupted": interrupted, "running_after_interrupt": running_after_interrupt,
+    }
+
+
+def _run_until(command: list[str], env: dict[str, str], db: Path, finished: int, sig: int) -> tuple[int, str]:
+    """Start the study, send `sig` once `finished` trials have finished; (exit status, output)."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + scaled(400)
+    while len(_finished_trials(db)) < finished and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert process.poll() is None, "the study ended before it could be interrupted:\n" + process.stdout.read()[-3000:]
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=scaled(180))
+    return process.returncode, output
+
+
+def _running_runs(db: Path) -> list[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+        return [row[0] for row in connection.execute("SELECT name FROM runs WHERE status = 'RUNNING'")]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +144,17 @@ def _all_runs(study_run):
 
     client = MlflowClient(f"sqlite:///{study_run['db']}")
     return client.search_runs([client.get_experiment_by_name("micro").experiment_id], max_results=1000)
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(study_run, runs):
+    code, output = study_run["interrupted"]
+    assert code == 130 and "Traceback" not in output, output[-3000:]
+    assert "interrupted: " in output and "re-run the same command to resume" in output
+    assert study_run["running_after_interrupt"] == []  # every run closed (KILLED), none left RUNNING
+    _, all_runs = runs
+    (study,) = _kind(all_runs, "study")
+    # reopened on resume, then closed by the run that finished: its reason is that run's, not the interrupt's
+    assert study.data.tags["failure_reason"] == "4 pipelines failed", study.data.tags
 
 
 def test_every_trial_ran_once_and_nothing_is_duplicated(study_run, runs):

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
         print(format_plan(study, pipelines, str(output), redact(tracking_uri)))
         return 0
     try:
+        check_job_output(study, args.output, Path.cwd())
         check_output(study, output)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -147,6 +148,24 @@ def check_cluster_gpus(study: Study, resources: dict[str, float], address: str) 
     return None
 
 
+def check_job_output(study: Study, given: Path | None, cwd: Path) -> None:
+    """Inside `ray job submit --working-dir`, the driver runs in Ray's temporary copy of the
+    working dir, which Ray deletes: a relative output there would take every result with it."""
+    if "working_dir_files" not in cwd.parts:
+        return
+    relative = given if given is not None else Path(study.output or Path("outputs") / study.name)
+    if relative.expanduser().is_absolute():
+        return
+    where = "--output" if given is not None else "output"
+    raise StudyError(
+        f"{where} {relative}: a relative path inside a Ray job resolves into Ray's temporary copy of the "
+        f"working dir ({cwd}), which Ray deletes; give an absolute path on a filesystem every node sees: "
+        f"--output /shared/provpt/{study.name}, or pass PROVPT_OUTPUT to the job (the shipped studies write "
+        "to ${PROVPT_OUTPUT:-outputs}/<name>): ray job submit --runtime-env-json "
+        "'{\"env_vars\": {\"PROVPT_OUTPUT\": \"/shared/provpt\"}}' ..."
+    )
+
+
 def check_output(study: Study, output: Path) -> None:
     """The output folder belongs to one study: a re-run with other settings would mix results.
     Checked before anything is written there."""
@@ -224,20 +243,34 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     outcomes: list[dict[str, Any]] = []
     shown: dict[Any, str] = {}  # the line last printed per pipeline, and the error causes printed
     start = time.monotonic()
-    while waiting or running:
-        while waiting and len(running) < limit:
-            pipeline = waiting.pop(0)
-            job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
-            ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}, scheduling_strategy=here).remote(job, actor_name)
-            running[ref] = pipeline
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
-        for ref in ready:
-            pipeline = running.pop(ref)
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit:
+                pipeline = waiting.pop(0)
+                job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
+                ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}, scheduling_strategy=here).remote(job, actor_name)
+                running[ref] = pipeline
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            for ref in ready:
+                pipeline = running.pop(ref)
+                try:
+                    outcomes.append(ray.get(ref))
+                except Exception as err:  # a pipeline's crash is reported, the others go on
+                    outcomes.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
+            _print_progress(ray.get(board.snapshot.remote()), shown, start)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the running pipelines ...", file=sys.stderr, flush=True)
+        for ref in running:
             try:
-                outcomes.append(ray.get(ref))
-            except Exception as err:  # a pipeline's crash is reported, the others go on
-                outcomes.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
-        _print_progress(ray.get(board.snapshot.remote()), shown, start)
+                ray.cancel(ref, force=True, recursive=True)
+            except Exception:  # Ray itself may be going down with the same Ctrl-C
+                pass
+        stopped = tracker.close_running("interrupted (Ctrl-C): resumes when the same command runs again")
+        if started_here:
+            ray.shutdown()
+        print(f"interrupted: {stopped} runs marked KILLED in MLflow, finished trials kept; re-run the same "
+              "command to resume", file=sys.stderr, flush=True)
+        return 130
     failed = [o for o in outcomes if "failed" in o]
     (output / PIPELINES_FILE).write_text(json.dumps(outcomes, indent=2, default=str))
     tracker.log(study_run.info.run_id, tags={"failed_pipelines": len(failed)})

@@ -211,8 +211,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
         tune.report({**recorded, "val_acc": recorded["final_val_acc"], "from_record": 1})
         return
-    if run.info.status != "RUNNING":
-        tracker.client.update_run(run_id, status="RUNNING")
+    tracker.reopen(run)
     folder = phase_folder(context.output, context.task, context.method, context.phase)
     log = ResultWriter(tracker, run_id, RecordFile(folder / f"{key.rsplit('/', 1)[1]}.jsonl"))
     with clock.part("tracking"):

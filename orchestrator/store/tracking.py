@@ -41,8 +41,8 @@ class Tracker:
         """The run with this key (re-attached, reopened if it had stopped), or a new one."""
         found = self.find(key)
         if found is not None:
-            if found.info.status != "RUNNING" and kind != TRIAL:
-                self.client.update_run(found.info.run_id, status="RUNNING")
+            if kind != TRIAL:
+                self.reopen(found)
             return found
         all_tags = {KEY: key, KIND: kind, **{k: str(v) for k, v in (tags or {}).items()}}
         if parent:
@@ -81,6 +81,24 @@ class Tracker:
                 params=entries_p[start : start + MAX_BATCH],
                 tags=entries_t[start : start + MAX_BATCH],
             )
+
+    def reopen(self, run) -> None:
+        """A stopped run running again (a resumed study, a retried trial): RUNNING, without the
+        reason it stopped."""
+        if run.info.status == "RUNNING":
+            return
+        self.client.update_run(run.info.run_id, status="RUNNING")
+        if FAILURE_REASON in run.data.tags:
+            self.client.delete_tag(run.info.run_id, FAILURE_REASON)
+
+    def close_running(self, reason: str) -> int:
+        """Every run of the study still RUNNING, closed as KILLED with `reason` (an interrupted
+        driver); a re-run re-attaches to them. How many were closed."""
+        runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000)
+        for run in runs:
+            self.client.set_tag(run.info.run_id, FAILURE_REASON, reason)
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(runs)
 
     def children(self, parent_id: str) -> list:
         return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
