@@ -3,12 +3,10 @@ error, as a user sees it (a fresh process each time: interpreter, imports, check
 
     python bench/reject.py [--repeat 3]
 
-Writes a few bad variants of tests/studies/micro.yaml, of two kinds, and prints each one's
-median time and its message:
-- file mistakes (YAML syntax, a repeated key, a misspelled field, a wrong type, a bad range):
-  checked with YAML and pydantic only, before the core (torch, timm) is imported;
-- trial-config mistakes (an unknown method field, an unknown task): these need the core's
-  registries, so they pay torch's import.
+Writes a few bad variants of tests/studies/micro.yaml and prints each one's median time and
+its message: file mistakes (YAML syntax, a repeated key, a misspelled field, a wrong type, a bad
+range), checked with YAML and pydantic only, and trial-config mistakes (an unknown method field,
+an unknown task), checked against the core's config registries, which load without torch.
 """
 
 from __future__ import annotations
@@ -56,7 +54,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="provpt-bench-reject-"))
     env = {**os.environ, "PROVPT_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     print(f"provpt run BAD.yaml, median of {args.repeat} fresh processes each, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    for title, mistakes in (("file mistakes (YAML + pydantic only)", FILE_MISTAKES), ("trial-config mistakes (the core's registries)", CORE_MISTAKES)):
+    for title, mistakes in (("file mistakes", FILE_MISTAKES), ("trial-config mistakes", CORE_MISTAKES)):
         medians = []
         print(f"\n{title}")
         for name, (old, new) in mistakes.items():

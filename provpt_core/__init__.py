@@ -9,19 +9,47 @@ This module is the core's public surface: whoever runs trials (the orchestrator,
 notebook) needs nothing else. The service imports only from here (an import contract).
 """
 
-from provpt_core.backbone import BackboneLoadError, backbone_depth
-from provpt_core.backbone import fetch as fetch_weights
-from provpt_core.config import ConfigError
-from provpt_core.data.tasks import TASKS, TaskSpec, get_task, resolve_tasks
-from provpt_core.data.verify import TaskReport, format_reports, verify
-from provpt_core.engine import Callback, DivergedError, FitResult, Trainer, fit
-from provpt_core.methods import METHODS
-from provpt_core.overrides import apply, flatten, lookup, merge
-from provpt_core.preflight import Preflight, check
-from provpt_core.recipes import Recipe, published_recipe
-from provpt_core.relocation.fidelity import fraction_epoch
-from provpt_core.trial import EvalConfig, TrainConfig, TrialConfig
-from provpt_core.warm import WarmCache
+from provpt_core.lazy import lazy_exports
+
+# Each public name and the module that defines it, loaded on first use: the configs, the task
+# registry and the recipes come without torch (a study file is checked in a fraction of a
+# second); the engine, the models and the data loading load when a trial needs them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TrialConfig": "provpt_core.trial",
+        "TrainConfig": "provpt_core.trial",
+        "EvalConfig": "provpt_core.trial",
+        "ConfigError": "provpt_core.config",
+        "fit": "provpt_core.engine",
+        "Callback": "provpt_core.engine",
+        "Trainer": "provpt_core.engine",
+        "FitResult": "provpt_core.engine",
+        "DivergedError": "provpt_core.engine",
+        "WarmCache": "provpt_core.warm",
+        "TASKS": "provpt_core.data.tasks",
+        "TaskSpec": "provpt_core.data.tasks",
+        "get_task": "provpt_core.data.tasks",
+        "resolve_tasks": "provpt_core.data.tasks",
+        "METHODS": "provpt_core.methods.models",
+        "METHOD_CONFIGS": "provpt_core.methods.config",
+        "Recipe": "provpt_core.recipes",
+        "published_recipe": "provpt_core.recipes",
+        "check": "provpt_core.preflight",
+        "Preflight": "provpt_core.preflight",
+        "verify": "provpt_core.data.verify",
+        "TaskReport": "provpt_core.data.verify",
+        "format_reports": "provpt_core.data.verify",
+        "fetch_weights": "provpt_core.backbone:fetch",
+        "BackboneLoadError": "provpt_core.backbone",
+        "backbone_depth": "provpt_core.backbone",
+        "fraction_epoch": "provpt_core.relocation.config",
+        "apply": "provpt_core.overrides",
+        "flatten": "provpt_core.overrides",
+        "lookup": "provpt_core.overrides",
+        "merge": "provpt_core.overrides",
+    },
+)
 
 __all__ = [
     # a trial: its config, its run, its result
@@ -35,12 +63,13 @@ __all__ = [
     "FitResult",
     "DivergedError",
     "WarmCache",
-    # what exists: tasks, methods, the authors' recipes
+    # what exists: tasks, methods (their configs without loading their code), the authors' recipes
     "TASKS",
     "TaskSpec",
     "get_task",
     "resolve_tasks",
     "METHODS",
+    "METHOD_CONFIGS",
     "Recipe",
     "published_recipe",
     # before any compute: the pre-flight, a benchmark root's check, weights into the cache

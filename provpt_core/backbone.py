@@ -18,7 +18,6 @@ the time, as in the reference.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -27,35 +26,14 @@ from timm.models import get_pretrained_cfg, load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from provpt_core import tiny_vit  # noqa: F401  (registers the bundled tiny ViT names with timm)
-from provpt_core.config import check
+from provpt_core.backbone_config import PRETRAINED, RANDOM, BackboneConfig
 
-PRETRAINED = "pretrained"
-RANDOM = "random"
 RANDOM_INIT_SEED = 0
-WEIGHT_SUFFIXES = (".npz", ".safetensors", ".pth", ".pt", ".bin")
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 class BackboneLoadError(RuntimeError):
     """The backbone's weights cannot be found or read; the message says what to do."""
-
-
-@dataclass
-class BackboneConfig:
-    """Which ViT, and where its weights come from."""
-
-    name: str = "vit_base_patch16_224.orig_in21k"
-    weights: str = PRETRAINED  # "pretrained", "random", or a .npz / .safetensors / .pth path
-    img_size: int | None = None  # None: the model's own input size
-
-    def __post_init__(self) -> None:
-        check(bool(self.name), "name", "a timm model name", self.name)
-        check(
-            self.weights in (PRETRAINED, RANDOM) or self.weights.endswith(WEIGHT_SUFFIXES),
-            "weights",
-            f"'pretrained', 'random' or a path ending in one of {', '.join(WEIGHT_SUFFIXES)}",
-            self.weights,
-        )
 
 
 def load_backbone(config: BackboneConfig) -> VisionTransformer:

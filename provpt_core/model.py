@@ -7,14 +7,13 @@ only asks every block's source for the prompts to insert. Prompts get no positio
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-VPT_HEAD_BIAS = -math.log(99.0)  # VPT's head bias init: a 1% prior on every class
+from provpt_core.methods.config.base import VPT_HEAD_BIAS
 
 
 class PromptSource(Protocol):

@@ -11,11 +11,11 @@ import copy
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from provpt_core.backbone import BackboneConfig
+from provpt_core.backbone_config import BackboneConfig
 from provpt_core.config import ConfigError, as_dict, build, check
-from provpt_core.data.loading import DataConfig
+from provpt_core.data.config import DataConfig
 from provpt_core.methods import MethodConfig, build_method_config, method_spec
-from provpt_core.methods.vpt import VPTDeepConfig
+from provpt_core.methods.config.vpt import VPTDeepConfig
 from provpt_core.overrides import apply, merge
 from provpt_core.recipes import RECIPES, SHARED
 

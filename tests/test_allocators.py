@@ -90,14 +90,21 @@ def test_allocator_state_round_trip_continues_identically(make):
 
 def test_allocators_come_from_a_registry_a_new_one_touches_no_other(monkeypatch):
     from provpt_core.config import ConfigError
-    from provpt_core.relocation.allocators import ALLOCATORS, Allocator
+    from provpt_core.relocation import allocators
+    from provpt_core.relocation.config import ALLOCATOR_NAMES
     from provpt_core.relocation.relocator import RelocationConfig, make_allocator
 
-    class FirstBlock(Allocator):
+    for registry in (allocators.ALLOCATORS, ALLOCATOR_NAMES):  # both forget the new one after the test
+        monkeypatch.setitem(registry, "first_block", None)
+        del registry["first_block"]
+    with pytest.raises(ConfigError, match="allocator: expected one of"):
+        RelocationConfig(allocator="first_block")  # registering is what makes a name known
+
+    @allocators.register_allocator("first_block")
+    class FirstBlock(allocators.Allocator):
         def choose(self, observation):
             return 0
 
-    monkeypatch.setitem(ALLOCATORS, "first_block", lambda config, num_blocks, seed: FirstBlock(num_blocks, seed))
     allocator = make_allocator(RelocationConfig(allocator="first_block"), BLOCKS, seed=0)
     assert isinstance(allocator, FirstBlock) and allocator.choose(_observation(2)) == 0
     assert isinstance(make_allocator(RelocationConfig(), BLOCKS, seed=0), PPOAllocator)

@@ -172,16 +172,23 @@ def test_data_problems_are_named_before_ray_starts(tmp_path, refused):
     assert f"data.root: {afile} is a file; expected the folder that holds the vtab1k tasks" in err, err
 
 
-def test_validation_imports_neither_torch_nor_ray(tmp_path):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("search: {trials", "search: {trails"), "search.trails: unknown field"),  # the file alone
+        (("config: {num_prompts: 1}", "config: {num_promts: 1}"), "method.num_promts: unknown field"),  # a trial config
+    ],
+)
+def test_validation_imports_neither_torch_nor_ray(tmp_path, change, message):
     """A bad study file is answered before the heavy stack loads (bench/reject.py times it)."""
-    path = _study(tmp_path, _edit(("search: {trials", "search: {trails")))
+    path = _study(tmp_path, _edit(change))
     probe = (
         "import sys\nfrom orchestrator.cli import main\ncode = main(['run', sys.argv[1]])\n"
-        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'timm', 'optuna') if m in sys.modules))\nsys.exit(code)"
+        "print(sorted(m for m in ('torch', 'timm', 'numpy', 'ray', 'mlflow', 'optuna') if m in sys.modules))\nsys.exit(code)"
     )
     env = {**os.environ, "PROVPT_CACHE": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 2 and "search.trails: unknown field" in done.stderr, done.stderr
+    assert done.returncode == 2 and message in done.stderr, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
 
 

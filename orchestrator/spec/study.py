@@ -495,14 +495,14 @@ def _check_tasks(study: Study, path: Path) -> None:
 def _check_trials(study: Study, path: Path) -> None:
     """Build every pipeline's trial config with the searched values at their bounds and
     choices, so unknown fields and bad values fail here, not in a trial."""
-    from provpt_core import METHODS, ConfigError
+    from provpt_core import METHOD_CONFIGS, ConfigError
 
     for i, method in enumerate(study.methods):
-        if method.name not in METHODS:
-            close = difflib.get_close_matches(method.name, METHODS, n=1)
+        if method.name not in METHOD_CONFIGS:
+            close = difflib.get_close_matches(method.name, METHOD_CONFIGS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise StudyError(
-                f"{path}: methods[{i}].name: unknown method '{method.name}'{hint}; expected one of {', '.join(sorted(METHODS))}"
+                f"{path}: methods[{i}].name: unknown method '{method.name}'{hint}; expected one of {', '.join(sorted(METHOD_CONFIGS))}"
             )
         for name in method.search:
             if name.split(".")[0] not in ("train", "method", "eval", "backbone", "data"):
@@ -592,11 +592,11 @@ def _check_asha(study: Study, method: MethodEntry, base: TrialConfig, path: Path
 
 def _check_branches(study: Study, index: int, method: MethodEntry, path: Path) -> None:
     """Branch epochs inside the training, blocks inside the backbone, a method that can move prompts."""
-    from provpt_core import METHODS, backbone_depth
+    from provpt_core import METHOD_CONFIGS, backbone_depth
 
     where = f"{path}: methods[{index}].branches"
-    if "moves" not in METHODS[method.name].config_class.__dataclass_fields__:
-        movable = sorted(n for n, m in METHODS.items() if "moves" in m.config_class.__dataclass_fields__)
+    if "moves" not in METHOD_CONFIGS[method.name].__dataclass_fields__:
+        movable = sorted(n for n, c in METHOD_CONFIGS.items() if "moves" in c.__dataclass_fields__)
         raise StudyError(f"{where}: {method.name} has no prompts to move; branch one of {', '.join(movable)}")
     branches = method.branches
     base = study.trial_config(method, study.task_specs[0])
@@ -618,9 +618,9 @@ def _check_branches(study: Study, index: int, method: MethodEntry, path: Path) -
 def _check_searched_lr(study: Study, index: int, method: MethodEntry, base: TrialConfig, path: Path) -> None:
     """A method on frozen features trains only its head, at `train.head_lr` when that is set:
     a search over `train.lr` would then change nothing."""
-    from provpt_core import METHODS
+    from provpt_core import METHOD_CONFIGS
 
-    if "train.lr" in method.search and METHODS[method.name].frozen_features and base.train.head_lr is not None:
+    if "train.lr" in method.search and METHOD_CONFIGS[method.name].frozen_features and base.train.head_lr is not None:
         raise StudyError(
             f"{path}: methods[{index}].search.train.lr: {method.key} trains only its head, at train.head_lr="
             f"{base.train.head_lr:g}, so searching train.lr changes nothing; give this method "

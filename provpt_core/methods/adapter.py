@@ -36,29 +36,14 @@ count, not a confirmed one. ``attention: false, train_norms: false`` is NOAH's 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from provpt_core.config import check
-from provpt_core.methods.base import Method, MethodConfig
+from provpt_core.methods.base import Method
+from provpt_core.methods.config.adapter import AdapterConfig
 from provpt_core.methods.registry import register_method
 from provpt_core.model import PromptedViT
-
-
-@dataclass
-class AdapterConfig(MethodConfig):
-    bottleneck: int = 8  # the adapter's width r (dim -> r -> dim)
-    attention: bool = True  # an adapter after every attention too (Houlsby); false: after the MLP only (NOAH)
-    bias: bool = True  # biases on the down- and up-projections
-    train_norms: bool = True  # also train the backbone's LayerNorm parameters (Houlsby)
-    dropout: float = 0.0  # inside the adapter, after the nonlinearity
-
-    def __post_init__(self) -> None:
-        check(self.bottleneck >= 1, "bottleneck", "an integer >= 1", self.bottleneck)
-        check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)", self.dropout)
 
 
 class BottleneckAdapter(nn.Module):

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from provpt_core.model import VPT_HEAD_BIAS, PromptedViT
+from provpt_core.methods.config.base import MethodConfig
+from provpt_core.model import PromptedViT
 from provpt_core.prompts import PromptBank
 
 if TYPE_CHECKING:
@@ -48,24 +49,12 @@ class TrainerView(Protocol):
     def emit(self, event: str, payload: dict[str, Any]) -> None: ...
 
 
-@dataclass
-class MethodConfig:
-    """Fields every method has. `method` (a class attribute, not a field) is the name its
-    method was registered under."""
-
-    method: ClassVar[str | None] = None
-
-    head_bias: float = VPT_HEAD_BIAS
-
-
 class Method:
     """Base class: a linear head on the frozen backbone, with no-op hooks."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    # True when the backbone features do not depend on any trained parameter, so the engine
-    # may compute them once per split and train the head on cached features.
-    frozen_features: ClassVar[bool] = False
+    frozen_features: ClassVar[bool] = False  # the config class's (set at registration)
 
     @classmethod
     def epoch_cost(cls, config: MethodConfig) -> float:

@@ -3,18 +3,12 @@ table (VPT's recipe for it is AdamW; studies set `train.optimizer: adamw` for th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from timm.models.vision_transformer import VisionTransformer
 
-from provpt_core.methods.base import Method, MethodConfig
+from provpt_core.methods.base import Method
+from provpt_core.methods.config.simple import FullConfig
 from provpt_core.methods.registry import register_method
 from provpt_core.model import PromptedViT
-
-
-@dataclass
-class FullConfig(MethodConfig):
-    pass
 
 
 @register_method("full")

@@ -16,46 +16,15 @@ LoRA row in PRO-VPT's (and NOAH's) VTAB-1k table. (NOAH's implementation shares 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from provpt_core.config import check
-from provpt_core.methods.base import Method, MethodConfig
+from provpt_core.methods.base import Method
+from provpt_core.methods.config.lora import QKV_ORDER, LoRAConfig
 from provpt_core.methods.registry import register_method
 from provpt_core.model import PromptedViT
-
-Target = Literal["q", "k", "v"]
-QKV_ORDER = ("q", "k", "v")  # the layout of timm's fused qkv output
-
-
-@dataclass
-class LoRAConfig(MethodConfig):
-    rank: int = 8
-    alpha: float = 8.0  # the update is scaled by alpha / rank
-    dropout: float = 0.0  # on the input of the low-rank path
-    targets: list[Target] = field(default_factory=lambda: ["q", "v"])
-
-    def __post_init__(self) -> None:
-        check(self.rank >= 1, "rank", "an integer >= 1", self.rank)
-        check(self.alpha > 0, "alpha", "a number > 0", self.alpha)
-        check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)", self.dropout)
-        distinct = len(set(self.targets)) == len(self.targets)
-        check(
-            bool(self.targets) and distinct and set(self.targets) <= set(QKV_ORDER),
-            "targets",
-            "a non-empty list of distinct projections out of q, k, v",
-            self.targets,
-        )
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.rank
-
 
 class LowRankUpdate(nn.Module):
     """x -> B A x for one projection: A [rank, in], B [out, rank]."""

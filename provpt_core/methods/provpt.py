@@ -15,27 +15,21 @@ beside the measured loss change when it is removed (relocation/fidelity.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from provpt_core.methods.registry import register_method
-from provpt_core.methods.vpt import VPTDeep, VPTDeepConfig
+from provpt_core.methods.config.provpt import ProVPTConfig
+from provpt_core.methods.vpt import VPTDeep
 from provpt_core.prompts import PRUNED, PromptBank
-from provpt_core.relocation import IdlenessMeter, RelocationConfig, Relocator
-from provpt_core.relocation.fidelity import FidelityConfig, removal_effects, taylor_scores
+from provpt_core.relocation.fidelity import removal_effects, taylor_scores
+from provpt_core.relocation.idleness import IdlenessMeter
+from provpt_core.relocation.relocator import Relocator
 from provpt_core.relocation.idleness import clip_factor, idleness, norm_scores, random_scores
 
 if TYPE_CHECKING:
     from provpt_core.methods.base import TrainerView
-
-
-@dataclass
-class ProVPTConfig(VPTDeepConfig):
-    relocation: RelocationConfig = field(default_factory=RelocationConfig)
-    # the idleness-fidelity analysis: measured removal effects beside the scores, at chosen epochs
-    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
 
 @register_method("provpt")

@@ -1,39 +1,51 @@
-"""The registry from method name to method class."""
+"""The registries from method name to config class (`config.METHOD_CONFIGS`, light) and to
+method class (`METHODS`, filled as the method modules load: `methods.models` loads them all)."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import importlib
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from provpt_core.config import ConfigError, as_dict, build
-from provpt_core.methods.base import Method, MethodConfig
+from provpt_core.methods.config import METHOD_CONFIGS, MethodConfig
+
+if TYPE_CHECKING:
+    from provpt_core.methods.base import Method
 
 METHODS: dict[str, type[Method]] = {}
-M = TypeVar("M", bound=type[Method])
+M = TypeVar("M")
 
 
 def register_method(name: str):
-    """Class decorator: make a Method subclass available under `name`."""
+    """Class decorator: make a Method subclass available under `name`, the name its config
+    class was registered under (`config.register_config`)."""
 
     def register(cls: M) -> M:
         if name in METHODS:
             raise ValueError(f"method '{name}' is registered twice")
-        if cls.config_class.__dict__.get("method") not in (None, name):
-            raise ValueError(f"method '{name}': its config class {cls.config_class.__name__} belongs to another method")
+        if cls.config_class.__dict__.get("method") != name:
+            raise ValueError(f"method '{name}': its config class {cls.config_class.__name__} is not registered as '{name}'")
         cls.name = name
-        cls.config_class.method = name
+        cls.frozen_features = cls.config_class.frozen_features
         METHODS[name] = cls
         return cls
 
     return register
 
 
-def method_class(name: str) -> type[Method]:
+def config_class(name: str) -> type[MethodConfig]:
     try:
-        return METHODS[name]
+        return METHOD_CONFIGS[name]
     except KeyError:
         raise ConfigError(
-            f"method.name: unknown method '{name}'; expected one of {', '.join(sorted(METHODS))}"
+            f"method.name: unknown method '{name}'; expected one of {', '.join(sorted(METHOD_CONFIGS))}"
         ) from None
+
+
+def method_class(name: str) -> type[Method]:
+    config_class(name)
+    importlib.import_module("provpt_core.methods.models")
+    return METHODS[name]
 
 
 def build_method_config(spec: dict[str, Any] | MethodConfig, name: str | None = None) -> MethodConfig:
@@ -43,8 +55,7 @@ def build_method_config(spec: dict[str, Any] | MethodConfig, name: str | None = 
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"method: expected a mapping with a 'name' field, got {spec!r}")
     fields = dict(spec)
-    cls = method_class(fields.pop("name"))
-    return build(cls.config_class, fields, "method")
+    return build(config_class(fields.pop("name")), fields, "method")
 
 
 def method_spec(config: MethodConfig) -> dict[str, Any]:
@@ -60,4 +71,4 @@ def method_name(config: MethodConfig) -> str:
 
 
 def create_method(config: MethodConfig) -> Method:
-    return METHODS[method_name(config)](config)
+    return method_class(method_name(config))(config)

@@ -7,36 +7,18 @@ VPT-shallow inserts N prompts once, before block 0, and carries them through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from timm.models.vision_transformer import VisionTransformer
 
-from provpt_core.config import check
-from provpt_core.methods.base import Method, MethodConfig
+from provpt_core.methods.base import Method
+from provpt_core.methods.config.vpt import PromptConfig, ScriptedMove, VPTDeepConfig, VPTShallowConfig  # noqa: F401 (re-exported)
 from provpt_core.methods.registry import register_method
 from provpt_core.model import PromptedViT
 from provpt_core.prompts import Insertion, PromptBank, vpt_init_range
 
 if TYPE_CHECKING:
     from provpt_core.methods.base import TrainerView
-
-
-@dataclass
-class PromptConfig(MethodConfig):
-    num_prompts: int = 10  # per prompted block
-    dropout: float = 0.1
-    init_range: float | None = None  # None: VPT's sqrt(6 / (3 * patch_area + dim))
-
-    def __post_init__(self) -> None:
-        check(self.num_prompts >= 0, "num_prompts", "an integer >= 0", self.num_prompts)
-        check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)", self.dropout)
-        check(
-            self.init_range is None or self.init_range >= 0,
-            "init_range",
-            "null or a number >= 0",
-            self.init_range,
-        )
 
 
 def prompted_vit(
@@ -55,40 +37,6 @@ def prompted_vit(
         init_range = vpt_init_range(backbone.patch_embed.patch_size[0], dim)
     bank = PromptBank(counts, dim, init_range, config.dropout, insertion, spare)
     return PromptedViT(backbone, num_classes, prompts=bank, head_bias=config.head_bias)
-
-
-@dataclass
-class ScriptedMove:
-    """Move `count` prompts from block `source` to block `target` at the start of `epoch`
-    (0-based), each multiplied by `rescale` (PRO-VPT's restart of a moved prompt): a branch of
-    the paper's adjustment-timing analysis."""
-
-    epoch: int
-    source: int
-    target: int
-    count: int = 1
-    rescale: float = 1e-3
-
-    def __post_init__(self) -> None:
-        check(self.epoch >= 0, "epoch", "an epoch >= 0", self.epoch)
-        check(min(self.source, self.target) >= 0, "source", "block indices >= 0 (source and target)", self.source)
-        check(self.count >= 1, "count", "an integer >= 1", self.count)
-        check(self.rescale > 0, "rescale", "a number > 0", self.rescale)
-
-
-@dataclass
-class VPTDeepConfig(PromptConfig):
-    blocks: list[int] | None = None  # which blocks get prompts; None: all of them
-    moves: list[ScriptedMove] = field(default_factory=list)  # scripted moves; none: plain VPT-deep
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(
-            self.blocks is None or all(b >= 0 for b in self.blocks),
-            "blocks",
-            "null or a list of block indices >= 0",
-            self.blocks,
-        )
 
 
 @register_method("vpt_deep")
@@ -130,11 +78,6 @@ def apply_move(bank: PromptBank, move: ScriptedMove) -> dict:
     for prompt in moved:
         bank.relocate(prompt, move.target, move.rescale)
     return {"epoch": move.epoch, "prompts": moved, "source": move.source, "target": move.target, "distribution": bank.counts()}
-
-
-@dataclass
-class VPTShallowConfig(PromptConfig):
-    dropout: float = 0.0
 
 
 @register_method("vpt_shallow")

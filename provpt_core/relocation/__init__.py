@@ -1,12 +1,25 @@
-"""PRO-VPT's prompt relocation: idleness scores, the relocation step and its allocators."""
+"""PRO-VPT's prompt relocation: idleness scores, the relocation step and its allocators.
 
-from provpt_core.relocation.allocators import Allocator, Observation
-from provpt_core.relocation.idleness import IdlenessMeter, idleness
-from provpt_core.relocation.ppo import PPOAllocator, PPOConfig
-from provpt_core.relocation.relocator import RelocationConfig, Relocator
+The configs load with the package; the relocation code (and torch) when first used."""
+
+from provpt_core.lazy import lazy_exports
+from provpt_core.relocation.config import FidelityConfig, PPOConfig, RelocationConfig
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Allocator": "provpt_core.relocation.allocators",
+        "Observation": "provpt_core.relocation.allocators",
+        "IdlenessMeter": "provpt_core.relocation.idleness",
+        "idleness": "provpt_core.relocation.idleness",
+        "PPOAllocator": "provpt_core.relocation.ppo",
+        "Relocator": "provpt_core.relocation.relocator",
+    },
+)
 
 __all__ = [
     "Allocator",
+    "FidelityConfig",
     "IdlenessMeter",
     "Observation",
     "PPOAllocator",

@@ -14,12 +14,11 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from provpt_core.prompts import PRUNED
+from provpt_core.relocation.config import ALLOCATOR_NAMES
 
 # name -> factory(relocation config, number of blocks, seed): a new allocator registers here
 # (see `register_allocator`) and touches no other
 ALLOCATORS: dict[str, Callable[..., Allocator]] = {}
-# the registered allocators that choose the source block too (`Allocator.chooses_source`)
-SOURCE_CHOOSING: set[str] = set()
 
 
 def register_allocator(name: str, factory: Callable[..., Allocator] | None = None):
@@ -29,9 +28,9 @@ def register_allocator(name: str, factory: Callable[..., Allocator] | None = Non
     def register(target):
         if name in ALLOCATORS:
             raise ValueError(f"allocator '{name}' is registered twice")
+        if ALLOCATOR_NAMES.setdefault(name, target.chooses_source) != target.chooses_source:
+            raise ValueError(f"allocator '{name}': chooses_source disagrees with relocation/config.py's ALLOCATOR_NAMES")
         ALLOCATORS[name] = factory or (lambda config, num_blocks, seed: target(num_blocks, seed))
-        if target.chooses_source:
-            SOURCE_CHOOSING.add(name)
         return target
 
     return register

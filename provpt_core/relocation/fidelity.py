@@ -9,37 +9,15 @@ score predicts a loss change of -I_k for zeroing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from provpt_core.config import check
 from provpt_core.prompts import PRUNED, PromptBank
+from provpt_core.relocation.config import FidelityConfig, fraction_epoch  # noqa: F401 (fraction_epoch: re-exported)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class FidelityConfig:
-    epochs: list[int] = field(default_factory=list)  # measured at the start of these epochs (0-based)
-    fractions: list[float] = field(default_factory=list)  # or at these fractions of the training
-    batches: int = 4  # the fixed batches (the first of the train split, in its stored order)
-
-    def __post_init__(self) -> None:
-        check(all(e >= 0 for e in self.epochs), "epochs", "a list of epochs >= 0", self.epochs)
-        check(all(0 < f < 1 for f in self.fractions), "fractions", "a list of numbers in (0, 1)", self.fractions)
-        check(self.batches >= 1, "batches", "an integer >= 1", self.batches)
-
-    def measured_epochs(self, total: int) -> set[int]:
-        """The epochs (0-based) at whose start the measurement is taken, in a trial of `total`."""
-        return {*self.epochs, *(fraction_epoch(f, total) for f in self.fractions)}
-
-
-def fraction_epoch(fraction: float, total: int) -> int:
-    """The epoch that starts after `fraction` of `total` epochs (at least 1, at most total - 1)."""
-    return min(max(round(fraction * total), 1), total - 1)
 
 
 def _loss_sum(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,10 @@ short prompt is idle), and `random`, a uniform draw (pruning at random).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from provpt_core.prompts import PRUNED
 
-Criterion = Literal["taylor", "norm", "random"]
 
 
 def idleness(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -11,40 +11,16 @@ returns are always +-0.707, set by the sign of the first reward alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from provpt_core.config import check
 from provpt_core.relocation.allocators import Allocator, Observation, register_allocator
+from provpt_core.relocation.config import PPOConfig
 
 _RETURN_EPS = 1e-8
 _STATE_EPS = 1e-8
-
-
-@dataclass
-class PPOConfig:
-    buffer_size: int = 2  # rewarded choices per update
-    update_epochs: int = 60
-    gamma: float = 1.0
-    actor_lr: float = 3e-4
-    critic_lr: float = 1e-3
-    clip: float = 0.2
-    entropy_coef: float = 0.01
-    value_coef: float = 0.5
-    hidden: int = 64
-    normalize_returns: bool = True
-
-    def __post_init__(self) -> None:
-        check(self.buffer_size >= 1, "buffer_size", "an integer >= 1", self.buffer_size)
-        check(self.update_epochs >= 1, "update_epochs", "an integer >= 1", self.update_epochs)
-        check(0.0 <= self.gamma <= 1.0, "gamma", "a number in [0, 1]", self.gamma)
-        check(self.actor_lr > 0, "actor_lr", "a number > 0", self.actor_lr)
-        check(self.critic_lr > 0, "critic_lr", "a number > 0", self.critic_lr)
-        check(self.clip > 0, "clip", "a number > 0", self.clip)
-        check(self.hidden >= 1, "hidden", "an integer >= 1", self.hidden)
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:

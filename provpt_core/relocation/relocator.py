@@ -19,59 +19,13 @@ Two variants of the paper's analyses:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from provpt_core.config import check
 from provpt_core.prompts import PRUNED, PromptBank
-from provpt_core.relocation.allocators import ALLOCATORS, SOURCE_CHOOSING, Allocator, Observation
-from provpt_core.relocation.idleness import Criterion
-from provpt_core.relocation.ppo import PPOConfig
-
-
-@dataclass
-class RelocationConfig:
-    idleness: Literal["accumulated", "reference"] = "accumulated"
-    allocator: str = "ppo"  # a registered allocator: ppo, thompson, random, none (pruning only)
-    interval: int = 1  # epochs between relocations
-    warmup_epochs: int = 1  # the first relocation happens at the start of this epoch (0-based)
-    stop_epoch: int | None = None  # no relocation from this epoch on; None: until the last epoch
-    prompts_per_move: int = 1
-    reward_correction: float = 1.0  # weight of the largest idleness in the reward
-    moved_rescale: float = 1e-3
-    keep_momentum: bool = True
-    identification_clip: float | None = 0.25  # reference pass: joint clip of head + gate gradients
-    criterion: Criterion = "taylor"  # how idleness is scored (idleness.py)
-    adjustment: Literal["relocate", "add"] = "relocate"
-    max_added: int = 0  # adjustment add: prompts that may be added in all (spare rows)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-
-    def __post_init__(self) -> None:
-        check(self.allocator in ALLOCATORS, "allocator", f"one of {', '.join(ALLOCATORS)}", self.allocator)
-        check(self.max_added >= 0, "max_added", "an integer >= 0", self.max_added)
-        check(
-            self.adjustment != "add" or self.max_added >= 1,
-            "max_added",
-            "an integer >= 1 with adjustment: add (how many prompts may be added)",
-            self.max_added,
-        )
-        check(
-            self.adjustment != "add" or self.allocator not in SOURCE_CHOOSING,
-            "adjustment",
-            f"'relocate' with allocator {self.allocator} (it chooses a source to move from)",
-            self.adjustment,
-        )
-        check(self.interval >= 1, "interval", "an integer >= 1", self.interval)
-        check(self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", self.warmup_epochs)
-        check(self.prompts_per_move >= 1, "prompts_per_move", "an integer >= 1", self.prompts_per_move)
-        check(
-            self.identification_clip is None or self.identification_clip > 0,
-            "identification_clip",
-            "null or a number > 0",
-            self.identification_clip,
-        )
+from provpt_core.relocation.allocators import ALLOCATORS, Allocator, Observation
+from provpt_core.relocation.config import RelocationConfig
 
 
 def make_allocator(config: RelocationConfig, num_blocks: int, seed: int) -> Allocator:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-KMeansNorm = Literal["layer", "l2", "none"]
-KMeansInit = Literal["random", "kmeans++"]
-EmptyClusters = Literal["keep", "refill"]
+from provpt_core.methods.config.davpt import EmptyClusters, KMeansInit, KMeansNorm
+
 
 
 def sample_per_class(

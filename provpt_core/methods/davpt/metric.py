@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-PullAverage = Literal["all_proxies", "with_positives"]
+from provpt_core.methods.config.davpt import PullAverage
+
 
 
 def proxy_anchor_loss(
