@@ -167,7 +167,7 @@ def test_verify_command_exit_codes(tmp_path):
     assert bad.returncode == 1 and "problems in dtd" in bad.stdout and "dtd: missing folder" in bad.stdout
 
 
-def test_preflight_checks_weights_and_data_from_the_trial_config(tmp_path):
+def test_preflight_checks_weights_and_data_from_the_trial_config(tmp_path, shared_cache):
     from provpt_core import TrialConfig, check
 
     make_vtab_task(tmp_path / "vtab", "kitti")
@@ -182,9 +182,9 @@ def test_preflight_checks_weights_and_data_from_the_trial_config(tmp_path):
     assert found.data.status == "missing folder"
     no_root = good.override({"data.root": None})
     assert check(no_root).problems == ["data.root: task 'kitti' needs the folder of the vtab1k benchmark"]
-    mini = good.override({"data.root": None, "data.task": "mini_count", "data.cache_dir": str(tmp_path / "cache")})
-    found = check(mini)  # the mini benchmark is generated on first use: by the pre-flight
-    assert found.ok and found.data.folder.is_relative_to(tmp_path / "cache")
+    mini = good.override({"data.root": None, "data.task": "mini_count", "data.cache_dir": str(shared_cache)})
+    found = check(mini)  # the mini benchmark is generated on first use (by the pre-flight, if first)
+    assert found.ok and found.data.folder.is_relative_to(shared_cache)
 
 
 # ------------------------------------------------------------------ the decode-once cache

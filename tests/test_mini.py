@@ -16,8 +16,8 @@ from provpt_core.trial import TrialConfig
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("provpt-cache")
+def cache(shared_cache):
+    return shared_cache  # the e2e tests' cache: the benchmark is generated once per session
 
 
 @pytest.fixture(scope="module")
