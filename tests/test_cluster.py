@@ -227,3 +227,16 @@ def test_a_job_with_a_relative_output_is_refused_before_it_writes_into_rays_copy
     assert "--output outputs/relative: a relative path inside a Ray job resolves into Ray's temporary copy" in logs, logs[-3000:]
     assert "working_dir_files" in logs and "PROVPT_OUTPUT" in logs
     assert not (REPO / "outputs" / "relative").exists()
+
+
+def test_no_placeholder_score_reaches_optuna(submitted):
+    """Search trials here score val only after their last epoch: the epochs before report no val
+    score, so each Optuna trial's intermediate values are its real score only."""
+    import optuna
+
+    storage = f"sqlite:///{submitted['output'] / 'optuna.db'}"
+    study = optuna.load_study(study_name="cluster/mini_count/linear", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        assert trial.intermediate_values and set(trial.intermediate_values.values()) == {trial.value}, trial.intermediate_values

@@ -30,6 +30,7 @@ PIPELINE_ENV = {
     "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the working dir; every path is absolute anyway
     "TUNE_GLOBAL_CHECKPOINT_S": "5",  # save experiment state often: a killed driver loses little
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # MLflow holds the results; no CSV/JSON/TB copies
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # an epoch without evaluation reports no val score
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
 }
 
@@ -210,7 +211,8 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator.execution.pipeline import run_pipeline
-    from orchestrator.execution.progress import PROGRESS_ACTOR, Progress
+    from orchestrator.execution.progress import PROGRESS_ACTOR, Progress, ProgressPrinter
+    from orchestrator.spec.plan import PHASES, planned_trials
     from orchestrator.execution.tuning import PipelineJob
     from orchestrator.store.tracking import Tracker, code_version
 
@@ -241,7 +243,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     waiting = list(pipelines)
     running: dict[Any, Pipeline] = {}
     outcomes: list[dict[str, Any]] = []
-    shown: dict[Any, str] = {}  # the line last printed per pipeline, and the error causes printed
+    printer = ProgressPrinter(sum(planned_trials(study, p.method, phase) for p in pipelines for phase in PHASES))
     start = time.monotonic()
     try:
         while waiting or running:
@@ -257,8 +259,9 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
                     outcomes.append(ray.get(ref))
                 except Exception as err:  # a pipeline's crash is reported, the others go on
                     outcomes.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
-            _print_progress(ray.get(board.snapshot.remote()), shown, start)
+            printer.update(ray.get(board.snapshot.remote()))
     except KeyboardInterrupt:
+        printer.close()
         print("\ninterrupted: stopping the running pipelines ...", file=sys.stderr, flush=True)
         for ref in running:
             try:
@@ -271,6 +274,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
         print(f"interrupted: {stopped} runs marked KILLED in MLflow, finished trials kept; re-run the same "
               "command to resume", file=sys.stderr, flush=True)
         return 130
+    printer.close()
     failed = [o for o in outcomes if "failed" in o]
     (output / PIPELINES_FILE).write_text(json.dumps(outcomes, indent=2, default=str))
     tracker.log(study_run.info.run_id, tags={"failed_pipelines": len(failed)})
@@ -306,24 +310,6 @@ def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:
     else:
         slots = resources.get("CPU", 1) / study.resources.cpu
     return max(2, int(slots) // study.search.concurrency + 1)
-
-
-def _print_progress(state: dict[str, dict[str, Any]], shown: dict[Any, str], start: float) -> None:
-    for pipeline, fields in sorted(state.items()):
-        for cause, count in fields.get("errors", {}).items():
-            if ("error", cause) not in shown:  # each distinct cause once, whichever pipeline hits it
-                shown[("error", cause)] = pipeline
-                print(f"{time.monotonic() - start:7.0f}s [{pipeline}] a trial failed: {cause}", flush=True)
-        if "phase" not in fields:
-            continue
-        best = fields.get("best_val") if fields["phase"] == "search" else None
-        line = (
-            f"[{pipeline}] {fields['phase']}: {fields['done']}/{fields['total']} done, {fields['running']} running, "
-            f"{fields['failed']} failed" + (f", best val {best:.3f}" if best is not None else "")
-        )
-        if shown.get(pipeline) != line:
-            shown[pipeline] = line
-            print(f"{time.monotonic() - start:7.0f}s {line}", flush=True)
 
 
 def _print_outcomes(outcomes: list[dict[str, Any]], output: Path, tracking_uri: str, seconds: float) -> None:

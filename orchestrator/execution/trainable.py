@@ -144,7 +144,6 @@ class TuneReporter(Callback):
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.clock = clock
-        self.last_val: float | None = None
         self.reward: float | None = None  # credited at this epoch's relocation
 
     def on_relocation(self, trainer: Trainer, event: dict[str, Any]) -> None:
@@ -162,11 +161,9 @@ class TuneReporter(Callback):
         self.clock.add("training", metrics["epoch_seconds"])
         with self.clock.part("tracking"):
             self.log.epoch(epoch, metrics)
-        # Tune wants the metric in every result: epochs without evaluation repeat the last
-        # val score (0 before the first); `val_evaluated` tells them apart.
-        if "val_acc" in metrics:
-            self.last_val = metrics["val_acc"]
-        report = {**metrics, "val_acc": self.last_val or 0.0, "val_evaluated": int("val_acc" in metrics)}
+        # an epoch without evaluation reports no val score (no placeholder reaches Tune, ASHA or
+        # Optuna: the driver turns off Tune's check that every result has the metric)
+        report = dict(metrics)
         if epoch % self.checkpoint_every == 0 and epoch < trainer.config.train.epochs:
             with self.clock.part("checkpoint"), tempfile.TemporaryDirectory() as folder:
                 trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)

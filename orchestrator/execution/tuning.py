@@ -145,9 +145,12 @@ def _named_trainable(name: str):
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch on a persistent study that may be ahead of Tune's saved experiment: a
     trial Optuna already closed (the driver died before Tune saved that) resumes from its
-    checkpoint, and its repeated intermediate results are not reported to Optuna again."""
+    checkpoint, and its repeated intermediate results are not reported to Optuna again. An
+    epoch without a val score reports nothing."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric not in result:  # an epoch without evaluation: nothing to tell Optuna
+            return
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:

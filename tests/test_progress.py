@@ -1,0 +1,62 @@
+"""What the driver prints while a study runs: the board's lines, each trial error once, and the
+overall progress with an ETA (plain lines off a terminal, a bar on one)."""
+
+from __future__ import annotations
+
+import io
+
+from orchestrator.execution.progress import ProgressPrinter
+
+
+def _counts(ended: int, running: int, failed: int = 0, total: int = 4, best: float | None = None) -> dict:
+    return {"ended": ended, "running": running, "failed": failed, "total": total, "best_val": best}
+
+
+class Pipe(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_count_every_planned_trial_and_give_an_eta():
+    out = Pipe()
+    printer = ProgressPrinter(planned=10, stream=out, every=0.0)
+    printer.update({"a/vpt": {"phase": "search", "phases": {"search": _counts(0, 2)}}})
+    first = out.getvalue()
+    assert "[a/vpt] search: 0/4 done, 2 running, 0 failed" in first
+    assert "progress: 0/10 trials ended, 2 running, 0 failed" in first and "ETA unknown (no trial has ended yet)" in first
+    state = {
+        "a/vpt": {"phase": "final", "phases": {"search": _counts(4, 0, failed=1, best=0.5), "final": _counts(1, 1, total=2)}},
+        "b/vpt": {"phase": "search", "phases": {"search": _counts(2, 2)}, "errors": {"BackboneLoadError: x": 1}},
+    }
+    printer.update(state)
+    printer.update(state)  # nothing changed: nothing printed again
+    lines = out.getvalue()[len(first):].splitlines()
+    assert sum("a trial failed: BackboneLoadError: x" in line for line in lines) == 1
+    assert any("[a/vpt] final: 1/2 done, 1 running, 0 failed" in line for line in lines)
+    overall = [line for line in lines if "progress:" in line]
+    assert len(overall) == 1 and "progress: 7/10 trials ended, 3 running, 1 failed" in overall[0]
+    eta = overall[0].split("ETA ")[1]
+    assert eta.endswith(" min") and float(eta.split()[0]) >= 0  # 3 left at the rate 7 ended
+    printer.close()
+
+
+def test_a_resumed_study_estimates_from_the_trials_this_run_ended():
+    out = Pipe()
+    printer = ProgressPrinter(planned=8, stream=out, every=0.0)
+    printer.update({"a/vpt": {"phase": "final", "phases": {"search": _counts(4, 0), "final": _counts(0, 2, total=4)}}})
+    assert "ETA unknown (no trial has ended yet)" in out.getvalue()  # the 4 restored ones set no rate
+
+
+def test_on_a_terminal_the_overall_progress_is_a_bar():
+    out = Terminal()
+    printer = ProgressPrinter(planned=5, stream=out)
+    printer.update({"a/vpt": {"phase": "search", "phases": {"search": _counts(3, 1, total=5)}}})
+    assert printer.bar is not None and printer.bar.n == 3
+    printer.close()
+    text = out.getvalue()
+    assert "[a/vpt] search: 3/5 done" in text and "3/5" in text and "progress:" not in text
