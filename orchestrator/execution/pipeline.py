@@ -53,9 +53,10 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
         if missing > 0:  # a driver killed between a suggestion and Tune's save loses that trial
             results += run_phase(job, "search", run.info.run_id, pipeline.base, progress_actor, samples=missing, suffix="topup")
         _close_stray_trials(tracker, run.info.run_id, job, "search")
-        _settle_optuna_trials(tracker, run.info.run_id, job)
+        records = search_records(job, results)
+        _settle_optuna_trials(tracker, run.info.run_id, job, records)
         try:
-            best = select_best(search_records(job, results))
+            best = select_best(records)
         except ValueError as err:
             tracker.finish(run.info.run_id, failed_reason=str(err))
             return {"pipeline": pipeline.key, "failed": str(err)}
@@ -130,13 +131,20 @@ def _records(job: PipelineJob, phase: str) -> Path:
     return phase_folder(job.output, job.pipeline.task.name, job.pipeline.method.key, phase)
 
 
-def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob) -> None:
-    """Tag each search trial run with its Optuna trial number (matched by the sampled values);
-    Optuna trials left RUNNING by a killed driver are marked failed."""
+def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob, records: list[SearchRecord]) -> None:
+    """Tag each search trial run with its Optuna trial number (matched by the sampled values).
+    An Optuna trial left RUNNING by an interrupted or killed driver gets the score its Tune
+    trial finished with after the resume (Tune's restored searcher may not know it), or is
+    marked failed if that trial did not finish."""
     study = optuna.load_study(study_name=optuna_name(job), storage=job.optuna_storage)
+    scores = {json.dumps(r.values, sort_keys=True): r.val_acc for r in records if r.val_acc is not None and r.val_acc == r.val_acc}
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.RUNNING:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            score = scores.get(json.dumps(trial.params, sort_keys=True))
+            if score is None:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial.number, score)
     numbers = {json.dumps(t.params, sort_keys=True): t.number for t in study.trials}
     for path in record_files(_records(job, "search")):
         number = numbers.get(read_record(path).tags.get("searched", ""))
