@@ -110,3 +110,21 @@ def test_allocators_come_from_a_registry_a_new_one_touches_no_other(monkeypatch)
     assert isinstance(make_allocator(RelocationConfig(), BLOCKS, seed=0), PPOAllocator)
     with pytest.raises(ConfigError, match="allocator: expected one of .*ppo.*, got 'greedy'"):
         RelocationConfig(allocator="greedy")
+
+
+def test_every_allocator_a_config_may_name_is_built_in_a_fresh_process():
+    """The allocators register when their modules load: a trial that imports only the relocation
+    step must still find every one (a lazily loaded package must not lose a registration)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from provpt_core.relocation.config import ALLOCATOR_NAMES, RelocationConfig\n"
+        "from provpt_core.relocation.relocator import make_allocator\n"
+        "for name in ALLOCATOR_NAMES:\n"
+        "    make_allocator(RelocationConfig(allocator=name), 4, seed=0)\n"
+        "print(sorted(ALLOCATOR_NAMES))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['none', 'ppo', 'ppo_joint', 'random', 'thompson']"

@@ -25,6 +25,7 @@ import torch
 
 from provpt_core.prompts import PRUNED, PromptBank
 from provpt_core.relocation.allocators import ALLOCATORS, Allocator, Observation
+from provpt_core.relocation import ppo  # noqa: F401  (registers the PPO allocators)
 from provpt_core.relocation.config import RelocationConfig
 
 
