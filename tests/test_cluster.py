@@ -216,7 +216,7 @@ def test_a_job_with_a_relative_output_is_refused_before_it_writes_into_rays_copy
     (the shipped studies' default) is refused, naming the absolute-path fix."""
     root, env = cluster["root"], cluster["env"]
     study = _study(root / "relative.yaml")
-    runtime_env = {"env_vars": {"PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}}
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow_url"], "PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}}
     done = _ray(
         env, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
         "--runtime-env-json", json.dumps(runtime_env), "--", sys.executable, "-m", "orchestrator.run",

@@ -59,6 +59,14 @@ def _plain_name(name: str) -> str:
     return name
 
 
+def _refuse_repeats(items: list[Any], describe) -> list[Any]:
+    """`items` if all are distinct; else a ValueError describing the first repeated one."""
+    twice = _first_repeat(items)
+    if twice is not None:
+        raise ValueError(describe(twice))
+    return items
+
+
 def _first_repeat(items: list[Any]) -> Any:
     """The first item listed a second time; None if all are distinct."""
     seen = set()
@@ -175,10 +183,7 @@ class FinalSection(_Strict):
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, seeds: list[int]) -> list[int]:
-        twice = _first_repeat(seeds)
-        if twice is not None:
-            raise ValueError(f"seed {twice} is listed twice: each final seed runs once")
-        return seeds
+        return _refuse_repeats(seeds, lambda seed: f"seed {seed} is listed twice: each final seed runs once")
 
 
 class TrackingSection(_Strict):
@@ -236,10 +241,7 @@ class Study(_Strict):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, tasks: list[str]) -> list[str]:
-        twice = _first_repeat(tasks)
-        if twice is not None:
-            raise ValueError(f"task {twice!r} is listed twice")
-        return tasks
+        return _refuse_repeats(tasks, lambda task: f"task {task!r} is listed twice")
 
     @model_validator(mode="after")
     def _distinct_methods(self) -> Study:
