@@ -15,7 +15,7 @@ from conftest import tiny_trial
 from provpt_core.backbone import BackboneConfig, load_backbone
 from provpt_core.engine import fit
 from provpt_core.methods.vpt import VPTDeepConfig, prompted_vit
-from provpt_core.relocation import IdlenessMeter, idleness
+from provpt_core.relocation.idleness import IdlenessMeter, idleness
 from provpt_core.tiny_vit import TINY_VIT_NAME
 
 
