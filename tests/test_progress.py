@@ -60,3 +60,18 @@ def test_on_a_terminal_the_overall_progress_is_a_bar():
     printer.close()
     text = out.getvalue()
     assert "[a/vpt] search: 3/5 done" in text and "3/5" in text and "progress:" not in text
+
+
+def test_a_trial_reported_as_ending_counts_as_ended_though_tune_still_calls_it_running():
+    from types import SimpleNamespace
+
+    from orchestrator.execution.progress import phase_counts
+
+    done = SimpleNamespace(status="TERMINATED", last_result={"val_acc": 0.4})
+    diverged = SimpleNamespace(status="TERMINATED", last_result={"val_acc": float("nan"), "failed": 1})
+    ending = SimpleNamespace(status="RUNNING", last_result={"val_acc": 0.6})
+    fresh = SimpleNamespace(status="PENDING", last_result={})
+    counts = phase_counts([done, diverged, ending, fresh], total=5, ending=ending)
+    assert counts == {"ended": 3, "running": 0, "failed": 1, "total": 5, "best_val": 0.6}
+    assert phase_counts([done, ending], total=2, ending=ending, failing=True)["failed"] == 1
+    assert phase_counts([done, ending], total=2)["running"] == 1  # no callback for it yet: running

@@ -61,22 +61,17 @@ class ProgressCallback(tune.Callback):
             self._send(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._send(trials)
+        self._send(trials, ending=trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._send(trials, error=error_cause(trial.get_error() or ""))
+        self._send(trials, error=error_cause(trial.get_error() or ""), ending=trial)
 
-    def _send(self, trials: list, error: str | None = None) -> None:
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._send(trials)
+
+    def _send(self, trials: list, error: str | None = None, ending=None) -> None:
         self.last = time.monotonic()
-        scores = [t.last_result.get("val_acc") for t in trials if t.last_result]  # none before an evaluation
-        scores = [s for s in scores if isinstance(s, (int, float)) and not math.isnan(s)]
-        counts = {
-            "ended": sum(t.status in ("TERMINATED", "ERROR") for t in trials),
-            "running": sum(t.status == "RUNNING" for t in trials),
-            "failed": sum(t.status == "ERROR" or t.last_result.get("failed") == 1 for t in trials),
-            "total": max(self.total, len(trials)),
-            "best_val": max(scores) if scores else None,
-        }
+        counts = phase_counts(trials, self.total, ending, failing=error is not None)
         try:
             board = ray.get_actor(self.actor_name)
             board.update.remote(self.pipeline, self.phase, counts)
@@ -84,6 +79,24 @@ class ProgressCallback(tune.Callback):
                 board.error.remote(self.pipeline, error)
         except ValueError:  # no driver board (e.g. a bare restore): nothing to tell
             pass
+
+
+def phase_counts(trials: list, total: int, ending=None, failing: bool = False) -> dict[str, Any]:
+    """A phase's counts from its Tune trials. `ending`: the trial a callback reports the end of
+    (failing: with an error); Tune changes its status only after the callbacks ran."""
+    scores = [t.last_result.get("val_acc") for t in trials if t.last_result]  # none before an evaluation
+    scores = [s for s in scores if isinstance(s, (int, float)) and not math.isnan(s)]
+    ended = [t is ending or t.status in ("TERMINATED", "ERROR") for t in trials]
+    failed = [
+        t.status == "ERROR" or (t is ending and failing) or (t.last_result or {}).get("failed") == 1 for t in trials
+    ]
+    return {
+        "ended": sum(ended),
+        "running": sum(t.status == "RUNNING" and not done for t, done in zip(trials, ended)),
+        "failed": sum(failed),
+        "total": max(total, len(trials)),
+        "best_val": max(scores) if scores else None,
+    }
 
 
 class ProgressPrinter:
