@@ -52,8 +52,6 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
         parser.error(f"--num-cpus: expected a whole number of CPUs >= 1 for the local Ray, got {args.num_cpus}")
     try:
         study = load_study(args.study)
-        if args.output is not None and args.output.exists() and not args.output.is_dir():
-            raise StudyError(f"--output {args.output}: is a file; expected a folder (new, or this study's earlier output)")
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
         return 0
     try:
         check_job_output(study, args.output, Path.cwd())
-        check_output(study, output)
+        check_output(study, output, "--output" if args.output is not None else "output")
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -172,11 +170,11 @@ def check_job_output(study: Study, given: Path | None, cwd: Path) -> None:
     )
 
 
-def check_output(study: Study, output: Path) -> None:
+def check_output(study: Study, output: Path, where: str = "output") -> None:
     """The output folder belongs to one study: a re-run with other settings would mix results.
-    Checked before anything is written there."""
+    Checked before anything is written there; `where` names the setting it came from."""
     if output.exists() and not output.is_dir():
-        raise StudyError(f"output {output}: is a file; expected a folder (give another --output or study output)")
+        raise StudyError(f"{where} {output}: is a file; expected a folder (new, or this study's earlier output)")
     record = output / STUDY_ARTIFACT
     if not record.exists():
         return
