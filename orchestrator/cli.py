@@ -5,6 +5,7 @@
     provpt tables STUDY.yaml|OUTPUT [--from-mlflow URI] ...           parquet, paper tables, figures
     provpt verify --benchmark vtab1k|fgvc|mini ROOT                   check a benchmark root
     provpt fetch MODEL [MODEL ...]                                    backbone weights into the hub cache
+    provpt submit STUDY.yaml [--address URL] [--output DIR] ...       the study as a Ray job on a cluster
 
 `provpt COMMAND --help` tells each command's options. `python -m orchestrator COMMAND` is the
 same command; `python -m orchestrator.run` is `provpt run` (what `ray job submit` runs).
@@ -65,6 +66,12 @@ def _verify(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _submit(argv: list[str]) -> int:
+    from orchestrator.execution.submit import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     """Download hub weights into the local cache (needs network), once per cluster."""
     from provpt_core import fetch_weights
@@ -82,6 +89,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "tables": _tables,
     "verify": _verify,
     "fetch": _fetch,
+    "submit": _submit,
 }
 
 

@@ -122,15 +122,17 @@ def submitted(cluster, shared_cache):
     root, env = cluster["root"], cluster["env"]
     output = root / "shared" / "out"
     study = _study(root / "cluster.yaml")
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow_url"], "PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}}
     job = f"provpt-{secrets.token_hex(4)}"
-    submit = _ray(
-        env, "job", "submit", "--no-wait", "--submission-id", job, "--address", cluster["dashboard"],
-        "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
-        sys.executable, "-m", "orchestrator.run", str(study), "--output", str(output),
-        timeout=120,
+    # as the README says: `provpt submit` passes the study's ${VAR}s from this shell and the output
+    shell = {**env, "MLFLOW_TRACKING_URI": cluster["mlflow_url"], "PROVPT_CACHE": str(shared_cache)}
+    submit = subprocess.run(
+        [str(BIN / "provpt"), "submit", str(study), "--address", cluster["dashboard"], "--working-dir", str(REPO),
+         "--output", str(output), "--env", "HF_HUB_OFFLINE", "--python", sys.executable, "--no-wait", "--submission-id", job],
+        env=shell, capture_output=True, text=True, timeout=scaled(120),
     )
     assert submit.returncode == 0, submit.stdout + submit.stderr
+    assert "passing PROVPT_CACHE, MLFLOW_TRACKING_URI, HF_HUB_OFFLINE" in submit.stdout, submit.stdout
+    assert cluster["password"] not in submit.stdout + submit.stderr
 
     worker_id = next(n["NodeID"] for n in _nodes(env, cluster["head"].gcs_address) if n["NodeManagerPort"] == cluster["worker"].node_manager_port)
     deadline = time.monotonic() + JOB_TIMEOUT

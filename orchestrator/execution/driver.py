@@ -327,7 +327,7 @@ def _print_outcomes(outcomes: list[dict[str, Any]], output: Path, tracking_uri: 
         selected = json.dumps(outcome["selected"], sort_keys=True)
         print(f"  {outcome['pipeline']:32s} test {100 * mean:5.1f} over {len(tests)} seeds; selected {selected}")
     shown = redact(tracking_uri)
-    print(f"MLflow runs: {shown}  (mlflow ui --backend-store-uri {shown})")
+    print(f"MLflow runs: {shown}  (mlflow ui --workers 1 --backend-store-uri {shown})")
     print(f"Optuna studies: sqlite:///{output / 'optuna.db'}  (optuna-dashboard sqlite:///{output / 'optuna.db'})")
     print(f"pipelines: {output / PIPELINES_FILE}")
 

@@ -368,3 +368,23 @@ def _number(text: str) -> int | float | None:
         except ValueError:
             pass
     return None
+
+
+def environment_names(path: str | Path) -> list[str]:
+    """The `${VAR}`s a study file reads, in order of first use."""
+    from orchestrator.spec.validation import read_yaml
+
+    names: dict[str, None] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            names.update(dict.fromkeys(m.group(1) for m in _ENV.finditer(value)))
+
+    walk(read_yaml(Path(path)))
+    return list(names)
