@@ -204,12 +204,55 @@ def test_mlflow_tree_tags_and_summary_metrics(study_run, runs):
             assert trial.data.params["data.phase"] == "final"
         if tags["method"] == "provpt":
             artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
-            assert artifacts == {"config.json", "distributions.parquet", "prompts.safetensors"}
+            assert {"config.json", "distributions.parquet", "prompts.safetensors", "distribution_history.csv"} <= artifacts
+            _check_distribution_history(client, trial.info.run_id, artifacts)
             assert trial.info.artifact_uri.startswith((output / "artifacts").as_uri())
             assert sum(json.loads(tags["distribution"])) == 12
     finals = [p for p in pipelines if p.data.tags["phase"] == "final"]
     assert all("selection_reason" in p.data.tags for p in finals)
     assert all(("test_acc_mean" in p.data.metrics) == (p.data.tags["method"] != "linear_gpu") for p in finals)
+
+
+def _check_distribution_history(client, run_id: str, artifacts: set[str]) -> None:
+    """The UI's CSV (epochs x blocks) says what the parquet says; a picture when it changed."""
+    import pandas as pd
+
+    rows = pd.read_parquet(client.download_artifacts(run_id, "distributions.parquet"))
+    wide = pd.read_csv(client.download_artifacts(run_id, "distribution_history.csv"), index_col="epoch")
+    for row in rows.itertuples():
+        assert wide.loc[row.epoch, f"block{row.block + 1}"] == row.count
+    assert ("distribution_history.png" in artifacts) == (len(wide.drop_duplicates()) > 1)
+
+
+def test_results_and_each_selection_are_where_the_runs_live(study_run, runs):
+    """The study run holds the results tables and figures; each final phase's run the search as
+    a table; the selected trial has one name in the reason, MLflow and Optuna."""
+    import optuna
+    import pandas as pd
+
+    client, all_runs = runs
+    (study,) = _kind(all_runs, "study")
+    tables = {a.path for a in client.list_artifacts(study.info.run_id, "results/tables")}
+    assert {"results/tables/mini.md", "results/tables/mini.html", "results/tables/coverage.md"} <= tables
+    figures = {a.path for a in client.list_artifacts(study.info.run_id, "results/figures")}
+    assert figures and all(path.endswith(".png") for path in figures)
+    trials = {r.data.tags["provpt.key"]: r for r in _kind(all_runs, "trial")}
+    storage = f"sqlite:///{study_run['output'] / 'optuna.db'}"
+    searched = [p for p in _kind(all_runs, "pipeline") if p.data.tags["phase"] == "final" and p.data.tags["method"] in ("linear", "provpt")]
+    assert len(searched) == 4
+    for final in searched:
+        tags = final.data.tags
+        table = pd.read_csv(client.download_artifacts(final.info.run_id, "selection.csv"))
+        assert len(table) == 2 and set(table["state"]) == {"finished"}
+        chosen = table[table["selected"] == "yes"].iloc[0]
+        run = trials[tags["selected_trial"]]
+        assert chosen["mlflow_run_id"] == run.info.run_id and chosen["mlflow_run"] == run.info.run_name
+        number = int(run.data.tags["optuna_trial_number"])
+        assert chosen["optuna_trial"] == number
+        assert f"(Optuna trial {number}, MLflow run {run.info.run_name})" in tags["selection_reason"]
+        optuna_study = optuna.load_study(study_name=f"micro/{tags['task']}/{tags['method']}", storage=storage)
+        linked = optuna_study.trials[number].user_attrs
+        assert linked == {"mlflow_run_id": run.info.run_id, "mlflow_run_name": run.info.run_name}
 
 
 def test_diverging_trials_are_failed_with_their_reason(runs):

@@ -213,16 +213,16 @@ def test_conditional_space_samples_only_what_applies(tmp_path, monkeypatch):
 
 def test_selection_best_val_ties_to_smaller_lr_failed_ignored():
     records = [
-        SearchRecord(0, "t0", {"train.lr": 0.5}, 0.80, 0.5),
-        SearchRecord(1, "t1", {"train.lr": 0.1}, 0.80, 0.1),
-        SearchRecord(2, "t2", {"train.lr": 0.05}, float("nan"), 0.05),
-        SearchRecord(3, "t3", {"train.lr": 0.2}, 0.75, 0.2),
-        SearchRecord(4, "t4", {"train.lr": 0.01}, None, 0.01),
+        SearchRecord(0, "s/t/m/search/t0", {"train.lr": 0.5}, 0.80, 0.5),
+        SearchRecord(1, "s/t/m/search/t1", {"train.lr": 0.1}, 0.80, 0.1),
+        SearchRecord(2, "s/t/m/search/t2", {"train.lr": 0.05}, float("nan"), 0.05),
+        SearchRecord(3, "s/t/m/search/t3", {"train.lr": 0.2}, 0.75, 0.2),
+        SearchRecord(4, "s/t/m/search/t4", {"train.lr": 0.01}, None, 0.01),
     ]
     selection = select_best(records)
-    assert selection.values == {"train.lr": 0.1} and selection.number == 1 and selection.trial == "t1"
-    assert "best val_acc 0.8000 of 3 finished trials" in selection.reason
-    assert "tied with trial 0 (lr 0.5): smaller lr 0.1 wins" in selection.reason
+    assert selection.values == {"train.lr": 0.1} and selection.number == 1 and selection.trial == "s/t/m/search/t1"
+    assert "best val_acc 0.8000 of 3 finished trials (Optuna trial 1, MLflow run t/m/search/t1)" in selection.reason
+    assert "tied with Optuna trial 0 (lr 0.5): smaller lr 0.1 wins" in selection.reason
     assert "2 failed trials ignored" in selection.reason
     assert select_best(records[3:4]).values == {"train.lr": 0.2}
     with pytest.raises(ValueError, match="no search trial finished"):
@@ -243,16 +243,23 @@ def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     searcher = ResumableOptunaSearch(
         space=SearchSpace(provpt.method.search, provpt.base), metric="val_acc", mode="max",
-        study_name="s", storage=storage, seed=0,
+        study_name="s", storage=storage, seed=0, run_prefix="micro/t/provpt/search",
     )
     config = searcher.suggest("trial_a")
     assert "train.lr" in config
     optuna.load_study(study_name="s", storage=storage).tell(0, 0.5)  # Optuna closed it first
-    result = {"val_acc": 0.5, "training_iteration": 1}
+    result = {"val_acc": 0.5, "training_iteration": 1, "mlflow_run_id": "abc"}
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         OptunaSearch.on_trial_result(searcher, "trial_a", result)  # the plain searcher crashes
     searcher.on_trial_result("trial_a", result)
     searcher.on_trial_complete("trial_a", result)
+
+    searcher.suggest("trial_b")  # a trial's first result, even without a score, names its MLflow run
+    searcher.on_trial_result("trial_b", {"training_iteration": 1, "mlflow_run_id": "run-b"})
+    searcher.on_trial_complete("trial_b", {"val_acc": 0.7, "training_iteration": 2, "mlflow_run_id": "run-b"})
+    second = optuna.load_study(study_name="s", storage=storage).trials[1]
+    assert second.value == 0.7
+    assert second.user_attrs == {"mlflow_run_id": "run-b", "mlflow_run_name": "t/provpt/search/trial_b"}
 
 
 def test_credentials_in_a_tracking_uri_stay_out_of_the_output_and_the_plan(tmp_path, monkeypatch, capsys):

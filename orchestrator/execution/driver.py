@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.spec.study import Study, StudyError, load_study, redact
-from orchestrator.store.schema import STUDY, STUDY_ARTIFACT
+from orchestrator.store.schema import RESULTS_ARTIFACTS, STUDY, STUDY_ARTIFACT
 
 if TYPE_CHECKING:
     from orchestrator.spec.plan import Pipeline
@@ -282,17 +282,18 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     failed = [o for o in outcomes if "failed" in o]
     (output / PIPELINES_FILE).write_text(json.dumps(outcomes, indent=2, default=str))
     tracker.log(study_run.info.run_id, tags={"failed_pipelines": len(failed)})
-    tracker.finish(study_run.info.run_id, failed_reason=f"{len(failed)} pipelines failed" if failed else None)
     _print_outcomes(outcomes, output, tracking_uri, time.monotonic() - start)
     ray.kill(board)
     if started_here:
         ray.shutdown()
-    write_tables(study, output)
+    write_tables(study, output, tracker, study_run.info.run_id)
+    tracker.finish(study_run.info.run_id, failed_reason=f"{len(failed)} pipelines failed" if failed else None)
     return 1 if failed else 0
 
 
-def write_tables(study: Study, output: Path) -> None:
-    """The results tables of the study, from its records; a failure here loses no result."""
+def write_tables(study: Study, output: Path, tracker: Any, run_id: str) -> None:
+    """The results tables of the study, from its records, also logged to the study's MLflow run
+    (tables as Markdown, HTML and CSV, figures as PNG); a failure here loses no result."""
     from orchestrator.report.build import report_line, write_report
     from orchestrator.report.frames import ResultsError, from_output, to_frames
 
@@ -304,6 +305,12 @@ def write_tables(study: Study, output: Path) -> None:
               f"run provpt tables {output}", file=sys.stderr)
         return
     print(report_line(study, report, folder, str(output / "records")))
+    shown = [p for p in report.files if p.suffix in (".md", ".html", ".csv", ".png")]
+    try:
+        for path in shown:
+            tracker.client.log_artifact(run_id, str(path), f"{RESULTS_ARTIFACTS}/{path.parent.relative_to(folder).as_posix()}")
+    except Exception as err:  # the tables are on disk; the tracking server may be away
+        print(f"warning: the results were not logged to MLflow ({type(err).__name__}: {err}); they are in {folder}", file=sys.stderr)
 
 
 def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,21 @@ import optuna
 import ray
 
 from orchestrator.execution.progress import error_cause
-from orchestrator.execution.selection import LR, SearchRecord, select_best
+from orchestrator.execution.selection import LR, SearchRecord, Selection, select_best
 from orchestrator.execution.trainable import searched_values
 from orchestrator.execution.tuning import PipelineJob, optuna_name, run_phase
 from orchestrator.spec.plan import planned_trials
 from orchestrator.store.records import RecordFile, close_stray, read_record, record_files, write_selection
 from orchestrator.store.schema import (
     FAILURE_REASON,
+    KEY,
     OPTUNA_TRIAL_NUMBER,
     PIPELINE,
+    SELECTION_TABLE,
     SelectionRecord,
     phase_folder,
     pipeline_key,
+    run_name,
     trial_key,
 )
 from orchestrator.store.tracking import Tracker
@@ -54,7 +58,9 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
             results += run_phase(job, "search", run.info.run_id, pipeline.base, progress_actor, samples=missing, suffix="topup")
         _close_stray_trials(tracker, run.info.run_id, job, "search")
         records = search_records(job, results)
-        _settle_optuna_trials(tracker, run.info.run_id, job, records)
+        numbers = _settle_optuna_trials(tracker, run.info.run_id, job, records)
+        records = [replace(r, number=numbers.get(json.dumps(r.values, sort_keys=True), r.number)) for r in records]
+        search_run_ids = {r.data.tags.get(KEY): r.info.run_id for r in tracker.children(run.info.run_id)}
         try:
             best = select_best(records)
         except ValueError as err:
@@ -68,6 +74,8 @@ def run_pipeline(job: PipelineJob, progress_actor: str) -> dict[str, Any]:
     write_selection(job.output, selection)
     run = _phase_run(tracker, job, "final", tags)
     tracker.log(run.info.run_id, params={f"selected.{k}": v for k, v in selection.values.items()}, tags=selection.tags())
+    if pipeline.method.search:
+        _log_search_trials(tracker, run.info.run_id, records, best, search_run_ids)
     final_base = pipeline.base.override(selection.values)
     results = run_phase(job, "final", run.info.run_id, final_base, progress_actor)
     _close_stray_trials(tracker, run.info.run_id, job, "final")
@@ -116,6 +124,32 @@ def search_records(job: PipelineJob, results) -> list[SearchRecord]:
     return records
 
 
+def _log_search_trials(tracker: Tracker, run_id: str, records: list[SearchRecord], best: Selection, run_ids: dict[str, str]) -> None:
+    """The search as a table on the final phase's run (`selection.md`, `.html`, `.csv`): every
+    trial by its Optuna number and MLflow run, its values and val score, the selected one marked."""
+    import pandas as pd
+
+    from orchestrator.report.render import frame_markdown
+
+    rows = [
+        {
+            "optuna_trial": r.number,
+            "mlflow_run": run_name(r.trial),
+            "mlflow_run_id": run_ids.get(r.trial, ""),
+            **r.values,
+            "val_acc": r.val_acc,
+            "state": "failed" if r.val_acc is None or r.val_acc != r.val_acc else "finished",
+            "selected": "yes" if r.trial == best.trial else "",
+        }
+        for r in sorted(records, key=lambda r: r.number)
+    ]
+    frame = pd.DataFrame(rows)
+    caption = f"Search trials; selected: {best.reason}"
+    tracker.client.log_text(run_id, f"{caption}\n\n{frame_markdown(frame)}", SELECTION_TABLE + ".md")
+    tracker.client.log_text(run_id, frame.to_html(index=False, float_format="%.4g", caption=None, border=0), SELECTION_TABLE + ".html")
+    tracker.client.log_text(run_id, frame.to_csv(index=False), SELECTION_TABLE + ".csv")
+
+
 def _close_stray_trials(tracker: Tracker, parent_id: str, job: PipelineJob, phase: str) -> None:
     """Trials left RUNNING once their phase is over: stopped early by the scheduler, or
     errored past their retries. Closed as KILLED in MLflow and in their records."""
@@ -131,8 +165,9 @@ def _records(job: PipelineJob, phase: str) -> Path:
     return phase_folder(job.output, job.pipeline.task.name, job.pipeline.method.key, phase)
 
 
-def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob, records: list[SearchRecord]) -> None:
-    """Tag each search trial run with its Optuna trial number (matched by the sampled values).
+def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob, records: list[SearchRecord]) -> dict[str, int]:
+    """Tag each search trial run with its Optuna trial number (matched by the sampled values),
+    and return the numbers by the JSON of the sampled values.
     An Optuna trial left RUNNING by an interrupted or killed driver gets the score its Tune
     trial finished with after the resume (Tune's restored searcher may not know it), or is
     marked failed if that trial did not finish."""
@@ -154,3 +189,4 @@ def _settle_optuna_trials(tracker: Tracker, parent_id: str, job: PipelineJob, re
         number = numbers.get(run.data.tags.get("searched", ""))
         if number is not None:
             tracker.client.set_tag(run.info.run_id, OPTUNA_TRIAL_NUMBER, number)
+    return numbers

@@ -11,12 +11,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.store.schema import run_name
+
 LR = "train.lr"
 
 
 @dataclass(frozen=True)
 class SearchRecord:
-    number: int  # the trial's order in the search
+    number: int  # the trial's Optuna number (its order in the search)
     trial: str  # the trial's key
     values: dict[str, Any]  # the searched values
     val_acc: float | None  # None or NaN: failed
@@ -39,9 +41,9 @@ def select_best(records: list[SearchRecord]) -> Selection:
     best = max(r.val_acc for r in ok)
     tied = sorted((r for r in ok if r.val_acc == best), key=lambda r: (r.lr, r.number))
     chosen = tied[0]
-    reason = f"best val_acc {best:.4f} of {len(ok)} finished trials (trial {chosen.number})"
+    reason = f"best val_acc {best:.4f} of {len(ok)} finished trials (Optuna trial {chosen.number}, MLflow run {run_name(chosen.trial)})"
     if len(tied) > 1:
-        others = ", ".join(f"trial {r.number} (lr {r.lr:g})" for r in tied[1:])
+        others = ", ".join(f"Optuna trial {r.number} (lr {r.lr:g})" for r in tied[1:])
         reason += f"; tied with {others}: smaller lr {chosen.lr:g} wins"
     failed = len(records) - len(ok)
     if failed:

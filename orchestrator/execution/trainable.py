@@ -33,7 +33,9 @@ from orchestrator.store.schema import (
     ANALYSIS_EVENTS,
     CONFIG_ARTIFACT,
     DISTRIBUTION,
+    DISTRIBUTION_HISTORY,
     DISTRIBUTIONS_ARTIFACT,
+    MLFLOW_RUN_ID,
     PROMPTS_ARTIFACT,
     RELOCATION_REWARD,
     SUMMARY_METRICS,
@@ -41,6 +43,7 @@ from orchestrator.store.schema import (
     TrialTags,
     branch_trial_id,
     phase_folder,
+    run_name,
     snapshot_file,
     trial_key,
 )
@@ -104,8 +107,10 @@ class ResultWriter:
 
     def __init__(self, tracker: Tracker, run_id: str, record: RecordFile) -> None:
         self.tracker, self.run_id, self.record = tracker, run_id, record
+        self.key = ""
 
     def start(self, key: str, tags: TrialTags, config: TrialConfig) -> None:
+        self.key = key
         plain = config.to_dict()
         self.record.start(key, self.run_id, tags.as_dict(), plain)
         self.tracker.log(self.run_id, params=flatten(plain))
@@ -132,7 +137,7 @@ class ResultWriter:
         if analysis:
             self.tracker.client.log_dict(self.run_id, analysis, ANALYSIS_ARTIFACT)
         if rows is not None:
-            _log_prompt_artifacts(self.tracker, self.run_id, result.artifacts, rows)
+            _log_prompt_artifacts(self.tracker, self.run_id, run_name(self.key), result.artifacts, rows)
         self.tracker.log(self.run_id, summary, step=epoch, tags=tags)
         self.tracker.finish(self.run_id)
 
@@ -163,7 +168,7 @@ class TuneReporter(Callback):
             self.log.epoch(epoch, metrics)
         # an epoch without evaluation reports no val score (no placeholder reaches Tune, ASHA or
         # Optuna: the driver turns off Tune's check that every result has the metric)
-        report = dict(metrics)
+        report = {**metrics, MLFLOW_RUN_ID: self.log.run_id}
         if epoch % self.checkpoint_every == 0 and epoch < trainer.config.train.epochs:
             with self.clock.part("checkpoint"), tempfile.TemporaryDirectory() as folder:
                 trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
@@ -206,7 +211,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
-        tune.report({**recorded, "val_acc": recorded["final_val_acc"], "from_record": 1})
+        tune.report({**recorded, "val_acc": recorded["final_val_acc"], "from_record": 1, MLFLOW_RUN_ID: run_id})
         return
     tracker.reopen(run)
     folder = phase_folder(context.output, context.task, context.method, context.phase)
@@ -223,7 +228,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
         branch_from = snapshot_file(context.output, context.task, context.method, values["seed"], point["epoch"])
         if not branch_from.is_file():
             log.failed(f"branch: the final trial's checkpoint {branch_from} is missing (did seed {values['seed']} finish?)")
-            tune.report({"val_acc": math.nan, "failed": 1})
+            tune.report({"val_acc": math.nan, "failed": 1, MLFLOW_RUN_ID: run_id})
             return
     try:
         with checkpoint.as_directory() if checkpoint is not None else nullcontext() as saved:
@@ -235,7 +240,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
             clock.add("data", data)
     except DivergedError as err:
         log.failed(f"diverged: {err}")
-        tune.report({"val_acc": math.nan, "failed": 1})
+        tune.report({"val_acc": math.nan, "failed": 1, MLFLOW_RUN_ID: run_id})
         return
     except Exception as err:  # the cause goes to the trial's run and record; Tune retries or reports it
         log.failed(f"{type(err).__name__}: {err}")
@@ -244,7 +249,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     with clock.part("tracking"):
         log.finished(summary, result.epochs_completed, result)
     clock.write(key)
-    tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed})
+    tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed, MLFLOW_RUN_ID: run_id})
 
 
 def _loading_seconds() -> tuple[float, float]:
@@ -271,15 +276,23 @@ def distribution_rows(result: FitResult) -> list[dict[str, int]]:
     return [{"epoch": e, "block": b, "count": c} for e, counts in snapshots for b, c in enumerate(counts)]
 
 
-def _log_prompt_artifacts(tracker: Tracker, run_id: str, artifacts: dict, rows: list[dict[str, int]]) -> None:
-    """The method's exported tensors (FitResult.artifacts) and the distribution after every relocation."""
+def _log_prompt_artifacts(tracker: Tracker, run_id: str, run: str, artifacts: dict, rows: list[dict[str, int]]) -> None:
+    """The method's exported tensors (FitResult.artifacts) and the distribution after every
+    relocation: parquet for readers, and for the MLflow UI a CSV (epochs x blocks) and, when the
+    distribution changed, its picture."""
     import pandas as pd
     from safetensors.torch import save_file
 
+    frame = pd.DataFrame(rows, columns=["epoch", "block", "count"]).astype("int64")
+    wide = frame.pivot_table(index="epoch", columns="block", values="count", aggfunc="last")
+    wide.columns = [f"block{b + 1}" for b in wide.columns]
     with tempfile.TemporaryDirectory() as folder:
         if artifacts:
             save_file(artifacts, os.path.join(folder, PROMPTS_ARTIFACT))
-        pd.DataFrame(rows, columns=["epoch", "block", "count"]).astype("int64").to_parquet(
-            os.path.join(folder, DISTRIBUTIONS_ARTIFACT), index=False
-        )
+        frame.to_parquet(os.path.join(folder, DISTRIBUTIONS_ARTIFACT), index=False)
+        wide.to_csv(os.path.join(folder, f"{DISTRIBUTION_HISTORY}.csv"))
+        if len(wide.drop_duplicates()) > 1:
+            from orchestrator.report.figures import save_png, trace_figure
+
+            save_png(trace_figure(frame, f"{run}: prompts per block"), Path(folder) / f"{DISTRIBUTION_HISTORY}.png")
         tracker.client.log_artifacts(run_id, folder)

@@ -18,6 +18,7 @@ from orchestrator.execution.trainable import PhaseContext, run_trial
 from orchestrator.spec.plan import Pipeline, planned_trials
 from orchestrator.spec.space import SearchSpace
 from orchestrator.spec.study import Study
+from orchestrator.store.schema import MLFLOW_RUN_ID, MLFLOW_RUN_NAME, pipeline_key, run_name
 from provpt_core import TrialConfig
 
 
@@ -146,14 +147,36 @@ class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch on a persistent study that may be ahead of Tune's saved experiment: a
     trial Optuna already closed (the driver died before Tune saved that) resumes from its
     checkpoint, and its repeated intermediate results are not reported to Optuna again. An
-    epoch without a val score reports nothing."""
+    epoch without a val score reports nothing. Each Optuna trial gets its MLflow run's id and
+    name as user attributes (from the trial's first result), so every tool names it the same."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._link(trial_id, result)
         if self.metric not in result:  # an epoch without evaluation: nothing to tell Optuna
             return
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._link(trial_id, result or {})
+        super().on_trial_complete(trial_id, result, error)
+
+    def __init__(self, *args, run_prefix: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_prefix = run_prefix  # a search trial's key is <run_prefix>/<Tune trial id>
+
+    def _link(self, trial_id: str, result: dict) -> None:
+        trial, run_id = self._ot_trials.get(trial_id), result.get(MLFLOW_RUN_ID)
+        linked = self.__dict__.setdefault("_linked", set())
+        if trial is None or run_id is None or trial_id in linked:
+            return
+        linked.add(trial_id)
+        try:
+            trial.set_user_attr(MLFLOW_RUN_ID, run_id)
+            trial.set_user_attr(MLFLOW_RUN_NAME, run_name(f"{self.run_prefix}/{trial_id}"))
+        except optuna.exceptions.UpdateFinishedTrialError:  # closed by a driver before this one
             pass
 
 
@@ -168,6 +191,7 @@ def _searcher(job: PipelineJob):
         sampler=sampler,
         study_name=optuna_name(job),
         storage=optuna.storages.RDBStorage(job.optuna_storage),
+        run_prefix=pipeline_key(study.name, pipeline.task.name, pipeline.method.key, "search"),
     )
 
 

@@ -62,6 +62,11 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
+def save_png(figure, path: Path) -> None:
+    figure.savefig(path, metadata=METADATA["png"], dpi=150, bbox_inches="tight")
+    plt.close(figure)
+
+
 def _distribution_heatmap(study: Study, method: str, last: pd.DataFrame, folder: Path) -> list[Path]:
     order = {s.name: i for i, s in enumerate(study.task_specs)}
     grid = last.pivot_table(index=["task", "seed"], columns="block", values="count", aggfunc="first").fillna(0)
@@ -86,20 +91,25 @@ def _traces(method: str, part: pd.DataFrame, folder: Path) -> list[Path]:
     paths = []
     for task, mine in part.groupby("task", sort=True):
         trial = mine.sort_values("seed")["trial"].iloc[0]
-        one = mine[mine["trial"] == trial]
-        grid = one.pivot_table(index="block", columns="epoch", values="count", aggfunc="first").fillna(0)
-        figure, axes = plt.subplots(figsize=(min(12, 0.15 * grid.shape[1] + 3), 3.5))
-        image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
-        epochs = [int(e) for e in grid.columns]
-        step = max(1, len(epochs) // 10)
-        axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
-        axes.set_yticks(range(grid.shape[0]), [str(int(b) + 1) for b in grid.index])
-        axes.set_xlabel("epoch (after relocation)")
-        axes.set_ylabel("block")
-        axes.set_title(f"{task} / {method}: prompts per block ({trial.rsplit('/', 1)[1]})")
-        figure.colorbar(image, ax=axes, label="prompts")
+        figure = trace_figure(mine[mine["trial"] == trial], f"{task} / {method}: prompts per block ({trial.rsplit('/', 1)[1]})")
         paths += _save(figure, folder, f"trace_{task}_{method}")
     return paths
+
+
+def trace_figure(rows: pd.DataFrame, title: str):
+    """One trial's distribution history (epoch, block, count rows) as blocks x epochs."""
+    grid = rows.pivot_table(index="block", columns="epoch", values="count", aggfunc="first").fillna(0)
+    figure, axes = plt.subplots(figsize=(min(12, 0.15 * grid.shape[1] + 3), 3.5))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
+    epochs = [int(e) for e in grid.columns]
+    step = max(1, len(epochs) // 10)
+    axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
+    axes.set_yticks(range(grid.shape[0]), [str(int(b) + 1) for b in grid.index])
+    axes.set_xlabel("epoch (after relocation)")
+    axes.set_ylabel("block")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="prompts")
+    return figure
 
 
 def _val_curves(study: Study, benchmark: str, selections: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""A table as Markdown, LaTeX and long-form CSV."""
+"""A table as Markdown, HTML (what the MLflow UI shows), LaTeX and long-form CSV."""
 
 from __future__ import annotations
 
@@ -20,6 +20,29 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+HTML_STYLE = (
+    "<style>table{border-collapse:collapse;font:13px sans-serif}caption{font-weight:bold;text-align:left;padding:4px}"
+    "td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "tr.other td{color:#666;font-style:italic}p{font:12px sans-serif;color:#444}</style>"
+)
+
+
+def to_html(table: Table) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(c.title)}</th>" for c in table.columns)
+    body = []
+    for row in table.rows:
+        kind = ' class="other"' if row.kind in ("published", "delta", "readout") else ""
+        cells = "".join(f"<td>{escape(row.cells[c.id].text())}</td>" for c in table.columns)
+        body.append(f"<tr{kind}><td>{escape(row.label)}</td>{cells}</tr>")
+    notes = "".join(f"<p>{escape(note)}</p>" for note in table.notes)
+    return (
+        f"<!doctype html><meta charset=\"utf-8\">{HTML_STYLE}<table><caption>{escape(table.title)}</caption>"
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}\n"
+    )
+
+
 def to_latex(table: Table) -> str:
     def tex(text: str) -> str:
         for raw, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
@@ -38,6 +61,19 @@ def to_latex(table: Table) -> str:
         label = tex(row.label) if row.kind not in ("published", "delta", "readout") else r"\quad\textit{" + tex(row.label) + "}"
         lines.append(" & ".join([label, *(tex(row.cells[c.id].text()) for c in table.columns)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", *("% " + n for n in table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A data frame as a Markdown table (floats to `digits` significant figures, missing empty)."""
+
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return ""
+        return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -70,11 +106,12 @@ def to_frame(table: Table) -> pd.DataFrame:
 
 
 def write_table(table: Table, folder: Path, latex: bool = True) -> list[Path]:
-    paths = [folder / f"{table.name}.md", folder / f"{table.name}.csv"] + ([folder / f"{table.name}.tex"] if latex else [])
+    paths = [folder / f"{table.name}.{suffix}" for suffix in ("md", "html", "csv")] + ([folder / f"{table.name}.tex"] if latex else [])
     write_text(paths[0], to_markdown(table))
-    write_text(paths[1], to_frame(table).to_csv(index=False, float_format="%.10g"))
+    write_text(paths[1], to_html(table))
+    write_text(paths[2], to_frame(table).to_csv(index=False, float_format="%.10g"))
     if latex:
-        write_text(paths[2], to_latex(table))
+        write_text(paths[3], to_latex(table))
     return paths
 
 

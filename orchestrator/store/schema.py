@@ -31,6 +31,11 @@ def trial_key(study: str, task: str, method: str, phase: str, seed: int | None, 
     return f"{pipeline_key(study, task, method, phase)}/" + (f"seed{seed}" if seed is not None else trial_id)
 
 
+def run_name(key: str) -> str:
+    """A trial's MLflow run name: its key without the study."""
+    return key.split("/", 1)[1]
+
+
 # ---------------------------------------------------------------- what a trial writes
 
 # The scores of a finished trial: attributes of provpt_core.FitResult of the same names.
@@ -38,6 +43,9 @@ SUMMARY_METRICS = ("best_val_acc", "final_val_acc", "test_acc", "best_late_test_
 CONFIG_ARTIFACT = "config.json"  # the whole trial config
 PROMPTS_ARTIFACT = "prompts.safetensors"  # the method's exported tensors
 DISTRIBUTIONS_ARTIFACT = "distributions.parquet"  # prompts per block after every relocation
+DISTRIBUTION_HISTORY = "distribution_history"  # .csv (epochs x blocks) and .png, for the MLflow UI
+SELECTION_TABLE = "selection"  # on a final phase's run: .md, .html, .csv of the search trials
+RESULTS_ARTIFACTS = "results"  # on the study run: the results folder's tables and figures
 STUDY_ARTIFACT = "study.json"  # on the study run: the study's settings
 ANALYSIS_ARTIFACT = "analysis.json"  # the events of the paper's analyses (ANALYSIS_EVENTS)
 # FitResult.events kept for the analyses: removal effects beside scores, scripted moves
@@ -71,6 +79,9 @@ class TrialTags:
 TRIAL_TAGS = tuple(f.name for f in fields(TrialTags))
 # tags added after a trial started
 OPTUNA_TRIAL_NUMBER = "optuna_trial_number"
+# in a trial's Tune results and as its Optuna trial's user attributes: the same trial in every tool
+MLFLOW_RUN_ID = "mlflow_run_id"
+MLFLOW_RUN_NAME = "mlflow_run_name"
 FAILURE_REASON = "failure_reason"
 DISTRIBUTION = "distribution"  # JSON: prompts per block at the end
 
