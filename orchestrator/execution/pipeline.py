@@ -146,7 +146,7 @@ def _log_search_trials(tracker: Tracker, run_id: str, records: list[SearchRecord
     frame = pd.DataFrame(rows)
     caption = f"Search trials; selected: {best.reason}"
     tracker.client.log_text(run_id, f"{caption}\n\n{frame_markdown(frame)}", SELECTION_TABLE + ".md")
-    tracker.client.log_text(run_id, frame.to_html(index=False, float_format="%.4g", caption=None, border=0), SELECTION_TABLE + ".html")
+    tracker.client.log_text(run_id, frame.to_html(index=False, float_format="%.4g", border=0), SELECTION_TABLE + ".html")
     tracker.client.log_text(run_id, frame.to_csv(index=False), SELECTION_TABLE + ".csv")
 
 

@@ -19,6 +19,10 @@ THROUGHPUT = {
 }
 DEFAULT_THROUGHPUT = {"cpu": 20.0, "gpu": 1500.0}
 EVAL_COST = 1 / 3
+# Seconds a trial spends besides its images (the model and its optimizer built, the loaders,
+# the tracking): measured on CPU by bench/estimate.py on the quickstart (linear probes, whose
+# trials are little else); assumed on GPU.
+TRIAL_SETUP_SECONDS = {"cpu": 0.8, "gpu": 3.0}
 PHASES = ("search", "final", "branch")
 
 
@@ -96,7 +100,7 @@ def trial_seconds(study: Study, pipeline: Pipeline, phase: str) -> float:
         measured = method.measurement_images(config.method, config.train.batch_size, depth(config.backbone.name))
         images += measured * EVAL_COST
     evaluated = pipeline.task.split_sizes[score_split] * EVAL_COST
-    return (images + evaluated) / rate
+    return (images + evaluated) / rate + TRIAL_SETUP_SECONDS[device]
 
 
 def format_plan(study: Study, pipelines: list[Pipeline], output: str, tracking_uri: str) -> str:
