@@ -321,6 +321,6 @@ def test_tables_from_mlflow_equal_the_tables_from_the_output_folder(study_run, t
         assert row.val_acc == max(last_val[t] for t in search["trial"] if t in last_val.index)
         assert json.loads(row.values)["train.lr"] == search.set_index("trial").loc[row.trial, "config.train.lr"]
     mini = (written / "tables" / "mini.md").read_text()
-    shallow = next(line for line in mini.splitlines() if line.startswith("| vpt_shallow |"))
+    shallow = next(line for line in mini.splitlines() if line.startswith("| VPT-shallow |"))
     assert shallow.count("| failed") == 2 and "incomplete (0/2 tasks)" in shallow  # the diverged method, as such
     assert (written / "figures" / "distribution_provpt.png").exists()

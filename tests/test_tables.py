@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import shutil
+import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,7 +42,7 @@ def _study(**extra) -> Study:
     )
 
 
-def _trial(method, task, phase, seed, status, test=None, wall=None, epochs=2, params=1000, name=None) -> RecordedTrial:
+def _trial(method, task, phase, seed, status, test=None, wall=None, epochs=2, params=100_000, name=None) -> RecordedTrial:
     spec = next(s for s in TASKS if s.name == task)
     key = f"fixture/{task}/{method}/{phase}/{name or f'seed{seed}'}"
     tags = {"study": "fixture", "task": task, "group": spec.group, "method": method, "phase": phase, "seed": str(seed),
@@ -70,56 +74,56 @@ def tables(tmp_path_factory):
 
 def test_task_cells_mean_std_and_missing_states(tables):
     table = tables["vtab1k"]
-    cifar = table.cell("vpt_deep", "cifar")
+    cifar = table.cell("VPT-deep", "cifar")
     assert cifar.value == pytest.approx(71.0) and cifar.std == pytest.approx(math.sqrt(2))  # stdev(70, 72)
     assert cifar.text() == "71.0 ± 1.4"
-    partial = table.cell("linear", "cifar")
+    partial = table.cell("Linear", "cifar")
     assert partial.value == 65.0 and partial.std is None and partial.text() == "65.0 (1/2 seeds)"
-    assert table.cell("provpt", "clevr_count").text() == "failed"
-    assert table.cell("linear", "eurosat").text() == "missing"
-    assert table.cell("vpt_shallow", "cifar").text() == "running"
-    assert table.cell("vpt_shallow", "dtd").text() == "missing"
+    assert table.cell("PRO-VPT", "clevr_count").text() == "failed"
+    assert table.cell("Linear", "eurosat").text() == "missing"
+    assert table.cell("VPT-shallow", "cifar").text() == "running"
+    assert table.cell("VPT-shallow", "dtd").text() == "missing"
 
 
 def test_group_means_and_both_averages(tables):
     table = tables["vtab1k"]
-    natural = table.cell("vpt_deep", "group:Natural")
+    natural = table.cell("VPT-deep", "group:Natural")
     assert natural.value == pytest.approx((71 + 61) / 2)
     assert natural.std == pytest.approx(abs((70 + 60) / 2 - (72 + 62) / 2) / math.sqrt(2))
-    assert table.cell("vpt_deep", "group:Structured").value == pytest.approx(45.0)
-    groups = table.cell("vpt_deep", MEAN_GROUPS)
+    assert table.cell("VPT-deep", "group:Structured").value == pytest.approx(45.0)
+    groups = table.cell("VPT-deep", MEAN_GROUPS)
     assert groups.value == pytest.approx((66 + 92 + 45) / 3)
     seed1, seed2 = (65 + 90 + 50) / 3, (67 + 94 + 40) / 3  # the mean of group means, per seed
     assert groups.std == pytest.approx(abs(seed1 - seed2) / math.sqrt(2))
-    tasks = table.cell("vpt_deep", MEAN_TASKS)
+    tasks = table.cell("VPT-deep", MEAN_TASKS)
     assert tasks.value == pytest.approx((71 + 61 + 92 + 45) / 4)
     assert tasks.std == pytest.approx(abs((70 + 60 + 90 + 50) / 4 - (72 + 62 + 94 + 40) / 4) / math.sqrt(2))
     titles = {c.id: c.title for c in table.columns}
     assert titles[MEAN_GROUPS] == "Mean of 3 groups" and titles[MEAN_TASKS] == "Mean of 4 tasks"
     assert titles["group:Natural"] == "Natural (2)"
     # a mean over a task with no result is not a number
-    assert table.cell("provpt", MEAN_TASKS).text() == "incomplete (3/4 tasks)"
-    assert table.cell("provpt", "group:Natural").value == pytest.approx((74 + 63.5) / 2)
-    assert table.cell("vpt_deep", "params").value == pytest.approx(0.001)
+    assert table.cell("PRO-VPT", MEAN_TASKS).text() == "incomplete (3/4 tasks)"
+    assert table.cell("PRO-VPT", "group:Natural").value == pytest.approx((74 + 63.5) / 2)
+    assert table.cell("VPT-deep", "params").value == pytest.approx(0.1)
 
 
 def test_published_numbers_beside_ours_with_differences(tables):
     table = tables["vtab1k"]
     published = {(r["method"], r["task"]): float(r["value"]) for r in _published_rows()}
-    row = next(r for r in table.rows if r.label.startswith("vpt_deep: published ["))
+    row = next(r for r in table.rows if r.label.startswith("VPT-deep: published ["))
     assert "secondary-consistent" in row.label
     assert row.cells["cifar"].value == published[("vpt_deep", "cifar")]
-    delta = next(r for r in table.rows if r.label == "vpt_deep: ours − published")
+    delta = next(r for r in table.rows if r.label == "VPT-deep: ours − published")
     assert delta.cells["cifar"].value == pytest.approx(71.0 - published[("vpt_deep", "cifar")])
     # the paper's group means cover all 7 natural tasks; ours cover 2: not comparable
     assert row.cells["group:Natural"].state == "n/a"
     # PRO-VPT's re-run of VPT-deep is a second reference of the vpt_deep row; it has no cifar number
-    rerun = next(r for r in table.rows if r.label.startswith("vpt_deep: published (as re-run by provpt)"))
+    rerun = next(r for r in table.rows if r.label.startswith("VPT-deep: published (as re-run by provpt)"))
     assert rerun.cells["cifar"].text() == "n/s"
     # a method with no sourced number on a benchmark says so
-    shallow = next(r for r in table.rows if r.label.startswith("vpt_shallow: published"))
+    shallow = next(r for r in table.rows if r.label.startswith("VPT-shallow: published"))
     assert shallow.cells["cifar"].value == published[("vpt_shallow", "cifar")]
-    delta = next(r for r in table.rows if r.label == "vpt_shallow: ours − published")
+    delta = next(r for r in table.rows if r.label == "VPT-shallow: ours − published")
     assert delta.cells["cifar"].text() == "running"
 
 
@@ -132,7 +136,7 @@ def test_published_aggregates_on_the_full_benchmark(tmp_path):
     natural = [scores[s.name] for s in vtab if s.group == "Natural"]
     group_means = [sum(v) / len(v) for g in ("Natural", "Specialized", "Structured") for v in [[scores[s.name] for s in vtab if s.group == g]]]
     published = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == "vpt_deep"}
-    delta = next(r for r in table.rows if r.label == "vpt_deep: ours − published")
+    delta = next(r for r in table.rows if r.label == "VPT-deep: ours − published")
     assert delta.cells["group:Natural"].value == pytest.approx(sum(natural) / 7 - published["group:natural"])
     assert delta.cells[MEAN_GROUPS].value == pytest.approx(sum(group_means) / 3 - published["mean_of_groups"])
     assert delta.cells[MEAN_TASKS].value == pytest.approx(sum(scores.values()) / 19 - published["mean_of_19"])
@@ -145,10 +149,10 @@ def test_published_parameter_counts_and_derived_means_on_the_full_benchmark():
     study = Study.model_validate({"name": "fixture", "tasks": ["vtab1k"], "methods": [{"name": "davpt"}], "final": {"seeds": [1]}})
     table = build_tables(study, to_frames(trials))[0]["vtab1k"]
     rows = {(r["task"]): r for r in _published_rows() if r["method"] == "davpt" and r["benchmark"] == "vtab1k"}
-    published = next(r for r in table.rows if r.label.startswith("davpt: published ["))
+    published = next(r for r in table.rows if r.label.startswith("DA-VPT: published ["))
     assert published.cells["params"].value == float(rows["params"]["value"]) == 0.21
     assert "derived" in published.label and rows["mean_of_19"]["grade"] == "derived"
-    delta = next(r for r in table.rows if r.label == "davpt: ours − published")
+    delta = next(r for r in table.rows if r.label == "DA-VPT: ours − published")
     assert delta.cells["params"].state == "n/a"  # ours count the head, the paper's do not
     assert delta.cells[MEAN_TASKS].value == pytest.approx(50.0 - float(rows["mean_of_19"]["value"]))
 
@@ -159,11 +163,11 @@ def test_comparison_with_the_baseline(tables):
     compare = tables["compare_vtab1k"]
     diffs = [((75 - 70) + (73 - 72)) / 2, ((61 - 60) + (66 - 62)) / 2, ((91 - 90) + (93 - 94)) / 2]
     for task, diff in zip(["cifar", "dtd", "eurosat"], diffs):
-        assert compare.cell("provpt", task).value == pytest.approx(diff)
-    assert compare.cell("provpt", "clevr_count").text() == "missing"
-    assert compare.cell("provpt", "wins").text() == "2/1/0"
-    assert compare.cell("provpt", "p").value == pytest.approx(wilcoxon(diffs).pvalue)
-    assert compare.cell("linear", "cifar").value == pytest.approx(65 - 70)  # seed 1 only: the shared one
+        assert compare.cell("PRO-VPT", task).value == pytest.approx(diff)
+    assert compare.cell("PRO-VPT", "clevr_count").text() == "missing"
+    assert compare.cell("PRO-VPT", "wins").text() == "2/1/0"
+    assert compare.cell("PRO-VPT", "p").value == pytest.approx(wilcoxon(diffs).pvalue)
+    assert compare.cell("Linear", "cifar").value == pytest.approx(65 - 70)  # seed 1 only: the shared one
     assert not any(r.label.endswith("†") for r in tables["vtab1k"].rows)  # 2 tasks cannot be significant
 
 
@@ -175,8 +179,8 @@ def test_coverage_and_cost(tables):
     assert coverage.cell("vpt_shallow search", "cifar").text() == "1 running, 1 missing"
     assert coverage.cell("vpt_shallow search", "dtd").text() == "2/2 missing"
     cost = tables["cost"]
-    assert cost.cell("vpt_deep", "cifar").text() == "1 (0.5)"  # two finished trials of 1800 s at half a GPU
-    assert cost.cell("provpt", "clevr_count").text() == "0.4 (0.2)"  # two failed trials: 2 epochs of 360 s each
+    assert cost.cell("VPT-deep", "cifar").text() == "1 (0.5)"  # two finished trials of 1800 s at half a GPU
+    assert cost.cell("PRO-VPT", "clevr_count").text() == "0.4 (0.2)"  # two failed trials: 2 epochs of 360 s each
     assert "Cost of this table: " in tables["vtab1k"].notes[-1]
 
 
@@ -187,11 +191,11 @@ def test_written_report_files_and_formats(tmp_path):
         assert {f"tables/{stem}.md", f"tables/{stem}.tex", f"tables/{stem}.csv"} <= names
     assert {"trials.parquet", "epochs.parquet", "distributions.parquet", "tables/coverage.md"} <= names
     markdown = (tmp_path / "tables" / "vtab1k.md").read_text()
-    assert "| vpt_deep | 71.0 ± 1.4 |" in markdown and "| failed |" in markdown
+    assert "| VPT-deep | 71.0 ± 1.4 |" in markdown and "| failed |" in markdown
     latex = (tmp_path / "tables" / "vtab1k.tex").read_text()
-    assert r"71.0 $\pm$ 1.4" in latex and r"vpt\_deep" in latex
+    assert r"71.0 $\pm$ 1.4" in latex and "VPT-deep" in latex
     long = pd.read_csv(tmp_path / "tables" / "vtab1k.csv")
-    cell = long[(long["row"] == "vpt_deep") & (long["column"] == MEAN_TASKS)].iloc[0]
+    cell = long[(long["method"] == "vpt_deep") & (long["kind"] == "ours") & (long["column"] == MEAN_TASKS)].iloc[0]
     assert cell["value"] == pytest.approx(67.25) and cell["kind"] == "ours"
 
 
@@ -287,9 +291,9 @@ def test_a_method_better_on_every_task_is_flagged():
     methods = [{"name": "vpt_deep"}, {"name": "provpt"}]
     study = Study.model_validate({"name": "fixture", "tasks": tasks, "methods": methods, "final": {"seeds": SEEDS}})
     tables = build_tables(study, to_frames(trials))[0]
-    assert tables["compare_vtab1k"].cell("provpt", "p").value == pytest.approx(2 / 2**6)  # exact: all 6 signs agree
+    assert tables["compare_vtab1k"].cell("PRO-VPT", "p").value == pytest.approx(2 / 2**6)  # exact: all 6 signs agree
     labels = [r.label for r in tables["vtab1k"].rows if r.kind == "ours"]
-    assert labels == ["vpt_deep", "provpt†"]
+    assert labels == ["VPT-deep", "PRO-VPT†"]
     assert any("Wilcoxon signed-rank, p < 0.05" in note for note in tables["vtab1k"].notes)
 
 
@@ -321,8 +325,11 @@ def test_figures_are_written_for_recorded_distributions(tmp_path):
     for trial in trials:
         if trial.tags["method"] == "provpt" and trial.status == "FINISHED":
             trial.distributions = [(0, b, 1) for b in range(12)] + [(1, b, 2 if b == 3 else 1 - (b == 0)) for b in range(12)]
+        if trial.tags["method"] == "vpt_deep" and trial.status == "FINISHED":  # a placement that cannot move
+            trial.distributions = [(e, b, 1) for e in (0, 1) for b in range(12)]
     files = {p.name for p in write_report(_study(), to_frames(trials), tmp_path).files}
     assert {"distribution_provpt.png", "distribution_provpt.pdf", "trace_cifar_provpt.png", "trace_eurosat_provpt.pdf"} <= files
+    assert not any("vpt_deep" in name for name in files)  # nothing to see in a constant placement
     again = tmp_path / "again"
     write_report(_study(), to_frames(trials), again)
     assert (again / "figures" / "trace_cifar_provpt.pdf").read_bytes() == (tmp_path / "figures" / "trace_cifar_provpt.pdf").read_bytes()
@@ -336,10 +343,10 @@ def test_fgvc_table_has_the_five_datasets_and_their_mean():
     table = build_tables(study, to_frames(trials))[0]["fgvc"]
     assert [c.title for c in table.columns] == [*fgvc, "Mean of 5 tasks", "Params (M)"]
     published = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == "linear" and r["benchmark"] == "fgvc"}
-    delta = next(r for r in table.rows if r.label == "linear: ours − published")
+    delta = next(r for r in table.rows if r.label == "Linear: ours − published")
     assert delta.cells[MEAN_TASKS].value == pytest.approx(sum(scores.values()) / 5 - published["mean"])
     assert delta.cells["cub200"].value == pytest.approx(scores["cub200"] - published["cub"])  # the paper's alias
-    assert next(r for r in table.rows if r.kind == "published").label == "linear: published [primary]"
+    assert next(r for r in table.rows if r.kind == "published").label == "Linear: published [primary]"
 
 
 def test_the_as_published_readout_is_a_labelled_row_beside_ours():
@@ -369,10 +376,11 @@ def test_lora_and_adapter_rows_stand_beside_their_published_numbers(method):
     study = Study.model_validate({"name": "fixture", "tasks": ["vtab1k"], "methods": [{"name": method}], "final": {"seeds": [1]}})
     table = build_tables(study, to_frames(trials))[0]["vtab1k"]
     rows = {r["task"]: float(r["value"]) for r in _published_rows() if r["method"] == method}
-    published = next(r for r in table.rows if r.label.startswith(f"{method}: published ["))
+    display = {"lora": "LoRA", "adapter": "Adapter"}[method]
+    published = next(r for r in table.rows if r.label.startswith(f"{display}: published ["))
     assert published.cells["group:Structured"].value == rows["group:structured"]
     assert published.cells["params"].value == rows["params"]
-    delta = next(r for r in table.rows if r.label == f"{method}: ours − published")
+    delta = next(r for r in table.rows if r.label == f"{display}: ours − published")
     structured = [scores[s.name] for s in vtab if s.group == "Structured"]
     assert delta.cells["group:Structured"].value == pytest.approx(sum(structured) / 8 - rows["group:structured"])
     assert published.cells["cifar"].text() == "n/s"  # no per-task number was sourced
@@ -397,9 +405,9 @@ def test_a_selection_reads_the_same_from_both_stores_and_is_tabled(tmp_path):
     frames = to_frames([], from_tracking)
     assert frames.selections["trial"].isna().tolist() == [True, False] and frames.selections["trial"][1] == chosen.trial
     table = build_tables(_study(tasks=["cifar", "dtd"]), frames)[0]["selections"]
-    assert table.cell("vpt_shallow", "dtd").text() == "train.lr=0.123 (71.2)"
-    assert table.cell("vpt_shallow", "cifar").text() == "as configured"
-    assert table.cell("provpt", "dtd").text() == "missing"
+    assert table.cell("VPT-shallow", "dtd").text() == "train.lr=0.123 (71.2)"
+    assert table.cell("VPT-shallow", "cifar").text() == "as configured"
+    assert table.cell("PRO-VPT", "dtd").text() == "missing"
 
 
 def test_placement_table_compares_distributions_within_and_across_tasks():
@@ -412,12 +420,12 @@ def test_placement_table_compares_distributions_within_and_across_tasks():
             counts = placements.get((trial.tags["task"], int(trial.tags["seed"])), {5: 12})
             trial.distributions = [(0, b, 1) for b in range(12)] + [(3, b, counts.get(b, 0)) for b in range(12)]
     table = build_tables(_study(), to_frames(trials))[0]["placement"]
-    assert [r.label for r in table.rows] == ["provpt"]  # vpt_deep and linear record no placement
+    assert [r.label for r in table.rows] == ["PRO-VPT"]  # vpt_deep and linear record no placement
     # within: cifar 4, dtd 0, eurosat 0 -> 4/3; across: 12 cross-task pairs, cifar-vs-other 24 each (8 pairs),
     # dtd-vs-eurosat 0 (4 pairs) -> 192/12
-    assert table.cell("provpt", "within").value == pytest.approx(4 / 3)
-    assert table.cell("provpt", "across").value == pytest.approx(16.0)
-    assert table.cell("provpt", "ratio").value == pytest.approx(12.0)
+    assert table.cell("PRO-VPT", "within").value == pytest.approx(4 / 3)
+    assert table.cell("PRO-VPT", "across").value == pytest.approx(16.0)
+    assert table.cell("PRO-VPT", "ratio").value == pytest.approx(12.0)
 
 
 def test_fidelity_statistics_against_hand_worked_rankings():
@@ -440,3 +448,60 @@ def test_fidelity_statistics_against_hand_worked_rankings():
     assert out["spearman_method_score_dropped"] == pytest.approx(-0.8)
     assert out["rank_taylor"] == 2 and out["rank_method_score"] == 3 and out["prompts"] == 4
     assert out["pearson_taylor_zeroed"] == pytest.approx(1.0)
+
+
+def test_one_colour_per_prompt_count_in_every_distribution_figure():
+    """Counts 0..most map to one colour each, the same in every figure of a study."""
+    from orchestrator.report.figures import count_colours
+
+    colours = count_colours(12)
+    cmap, norm = colours["cmap"], colours["norm"]
+    assert cmap.N == 13 and norm(np.arange(13)).tolist() == list(range(13))
+    assert len({tuple(cmap(norm(c))) for c in range(13)}) == 13
+
+
+def test_one_precision_rule_for_every_accuracy(tables):
+    """A task's column to one decimal (ours, published, difference), a mean's column to two."""
+    table = tables["vtab1k"]
+    tasks = {s for s in TASK_NAMES}
+    checked = 0
+    for row in table.rows:
+        for column in table.columns:
+            cell = row.cells[column.id]
+            if cell.value is None or column.id == "params":
+                continue
+            decimals = 1 if column.id in tasks else 2
+            assert re.fullmatch(rf"-?\d+\.\d{{{decimals}}}( ± \d+\.\d{{{decimals}}})?( \(\d/\d seeds\))?", cell.text()), (row.label, column.id, cell.text())
+            checked += 1
+    kinds = {row.kind for row in table.rows if any(c.value is not None for c in row.cells.values())}
+    assert checked > 20 and {"ours", "published", "delta"} <= kinds
+
+
+@pytest.mark.parametrize(("params", "title", "text"), [(520, "Params (K)", "0.520"), (150_000, "Params (M)", "0.150"), (85_800_000, "Params (M)", "85.80")])
+def test_parameter_counts_in_the_unit_papers_use(params, title, text):
+    trials = [_trial("linear", "cifar", "final", 1, "FINISHED", 50.0, wall=60.0, params=params)]
+    study = Study.model_validate({"name": "fixture", "tasks": ["cifar"], "methods": [{"name": "linear"}], "final": {"seeds": [1]}})
+    table = build_tables(study, to_frames(trials))[0]["vtab1k"]
+    assert next(c.title for c in table.columns if c.id == "params") == title
+    assert table.cell("Linear", "params").text() == text
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine (Debian: texlive-latex-recommended)")
+def test_every_latex_table_compiles_with_its_caption_and_label(tmp_path):
+    write_report(_study(), to_frames(_fixture_trials()), tmp_path, figures=False)
+    tables = sorted((tmp_path / "tables").glob("*.tex"))
+    assert {"vtab1k.tex", "compare_vtab1k.tex"} <= {p.name for p in tables}
+    for path in tables:
+        source = path.read_text()
+        assert "\\caption{" in source and f"\\label{{tab:{path.stem.replace('_', '-')}}}" in source
+    document = tmp_path / "paper.tex"
+    inputs = "\n".join(f"\\input{{{p.as_posix()}}}\\clearpage" for p in tables)
+    document.write_text(
+        "\\documentclass{article}\\usepackage{booktabs,graphicx}\\begin{document}\n" + inputs + "\n\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"Output written on paper.pdf ({len(tables)} pages" in done.stdout
+    assert "Overfull \\hbox" not in done.stdout  # wide tables are scaled to the line

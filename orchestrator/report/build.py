@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from orchestrator.report.analyses import fidelity_table, reward_table, timing_tables
 from orchestrator.report.coverage import STATES, cost_note, cost_table, coverage, trial_hours
 from orchestrator.report.frames import Recorded, Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
-from orchestrator.report.model import Table
-from orchestrator.report.published import PublishedNumber, load_published
+from orchestrator.report.model import Column, Table
+from orchestrator.report.published import MEAN_GROUPS, MEAN_TASKS, PARAMS, PublishedNumber, load_published
 from orchestrator.report.render import write_table, write_text
-from orchestrator.report.scores import Scores
+from orchestrator.report.scores import Scores, three_figures
 from orchestrator.report.statistics import compare
 from orchestrator.report.tables import ablation_table, benchmark_table, placement_table, selection_table
 from orchestrator.spec.study import Study, StudyError, load_study, redact
@@ -70,9 +70,44 @@ def build_tables(study: Study, results: Results, baseline: str | None = None, pu
         if analysis is not None:
             tables[analysis.name] = analysis
     tables["selections"] = selection_table(study, results.selections)
-    tables["coverage"], frame = coverage(study, results.trials)
     tables["cost"] = cost_table(study, hours)
+    for table in tables.values():
+        display_names(study, table)
+        precision(study, table)
+    tables["coverage"], frame = coverage(study, results.trials)  # names trials as their runs do
     return tables, frame
+
+
+def precision(study: Study, table: Table) -> None:
+    """One rule for accuracies, as the papers print them: a task's column (ours, published, the
+    difference, its ±) to one decimal, a mean's column to two; parameters in M, or in K when
+    every count of ours is under 10,000, to three significant figures."""
+    tasks = {s.name for s in study.task_specs}
+    for column in table.columns:
+        if column.id == PARAMS:
+            _params_unit(table, column)
+        elif column.id in tasks or column.id in (MEAN_GROUPS, MEAN_TASKS) or column.id.startswith("group:"):
+            for row in table.rows:
+                row.cells[column.id].digits = 1 if column.id in tasks else 2
+
+
+def _params_unit(table: Table, column: Column) -> None:
+    cells = [row.cells[column.id] for row in table.rows]
+    ours = [row.cells[column.id].value for row in table.rows if row.kind == "ours" and row.cells[column.id].value is not None]
+    if ours and max(ours) < 0.01:
+        column.title = "Params (K)"
+        for cell in cells:
+            cell.value = None if cell.value is None else 1000 * cell.value
+    for cell in cells:
+        if cell.value is not None:
+            cell.digits = three_figures(cell.value)
+
+
+def display_names(study: Study, table: Table) -> None:
+    """Rows named by a method key are printed with the method's name as papers write it."""
+    for row in table.rows:
+        if row.method and row.label.startswith(row.method):
+            row.label = study.display(row.method) + row.label[len(row.method):]
 
 
 def write_report(study: Study, results: Results, folder: Path, baseline: str | None = None, figures: bool = True) -> Report:

@@ -6,6 +6,8 @@ them over a trial, and validation curves.
   ``placement`` table puts numbers on both);
 - ``trace_<task>_<method>``: blocks x epochs, one final trial's distribution after every
   relocation (the lowest finished seed);
+  both on one discrete colour scale (a colour per prompt count, the same in every figure), and
+  none for a method whose placement never changed (VPT-deep: nothing to see);
 - ``val_curves_<benchmark>``: per task, each method's selected search trial's val accuracy per
   epoch (the trial the pipeline recorded as selected, `Results.selections`);
 - ``ablation`` (an ablation study): per task, each variant's mean test accuracy ± std over seeds;
@@ -39,15 +41,18 @@ def write_figures(study: Study, results: Results, folder: Path) -> list[Path]:
     files = []
     every_epoch = final_distributions(results, every_epoch=True)
     last = final_distributions(results)
+    most = int(every_epoch["count"].max()) if len(every_epoch) else 0
     for method, part in every_epoch.groupby("method", sort=False):
-        files += _distribution_heatmap(study, method, last[last["method"] == method], folder)
-        files += _traces(method, part, folder)
+        if part.groupby("block")["count"].nunique().max() == 1:  # one placement everywhere, always
+            continue
+        files += _distribution_heatmap(study, method, last[last["method"] == method], folder, most)
+        files += _traces(study, method, part, folder, most)
     for benchmark in dict.fromkeys(s.benchmark for s in study.task_specs):
         files += _val_curves(study, benchmark, results.selections, results.epochs, folder)
     if study.ablation is not None:
         files += _ablation_bars(study, results.trials, folder)
-    files += _timing_heatmaps(branch_gains(results), folder)
-    files += _fidelity_scatter(fidelity_frame(results), folder)
+    files += _timing_heatmaps(study, branch_gains(results), folder)
+    files += _fidelity_scatter(study, fidelity_frame(results), folder)
     files += _reward_curves(study, results, folder)
     return files
 
@@ -67,14 +72,27 @@ def save_png(figure, path: Path) -> None:
     plt.close(figure)
 
 
-def _distribution_heatmap(study: Study, method: str, last: pd.DataFrame, folder: Path) -> list[Path]:
+def count_colours(most: int) -> dict:
+    """imshow's colour arguments for prompt counts 0..most: one discrete colour per count."""
+    from matplotlib.colors import BoundaryNorm
+
+    cmap = plt.get_cmap("viridis", most + 1)
+    return {"cmap": cmap, "norm": BoundaryNorm(np.arange(-0.5, most + 1.5), cmap.N)}
+
+
+def _count_bar(figure, image, axes, most: int) -> None:
+    step = max(1, -(-(most + 1) // 12))
+    figure.colorbar(image, ax=axes, label="prompts", ticks=range(0, most + 1, step))
+
+
+def _distribution_heatmap(study: Study, method: str, last: pd.DataFrame, folder: Path, most: int) -> list[Path]:
     order = {s.name: i for i, s in enumerate(study.task_specs)}
     grid = last.pivot_table(index=["task", "seed"], columns="block", values="count", aggfunc="first").fillna(0)
     grid = grid.sort_index(key=lambda level: level.map(order) if level.name == "task" else level)
     blocks = int(grid.columns.max()) + 1
     grid = grid.reindex(columns=range(blocks), fill_value=0)
     figure, axes = plt.subplots(figsize=(0.5 * blocks + 2.5, 0.22 * len(grid) + 1.5))
-    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    image = axes.imshow(grid.to_numpy(dtype=float), aspect="auto", **count_colours(most))
     axes.set_xticks(range(blocks), [str(b + 1) for b in range(blocks)])
     axes.set_yticks(range(len(grid)), [f"{task} s{int(seed)}" for task, seed in grid.index], fontsize=7)
     tasks = grid.index.get_level_values("task")
@@ -82,25 +100,27 @@ def _distribution_heatmap(study: Study, method: str, last: pd.DataFrame, folder:
         if tasks[row] != tasks[row - 1]:
             axes.axhline(row - 0.5, color="white", linewidth=1.5)
     axes.set_xlabel("block")
-    axes.set_title(f"{method}: prompts per block at the end of each final trial (task, seed)")
-    figure.colorbar(image, ax=axes, label="prompts")
+    axes.set_title(f"{study.display(method)}: prompts per block at the end of each final trial (task, seed)")
+    _count_bar(figure, image, axes, most)
     return _save(figure, folder, f"distribution_{method}")
 
 
-def _traces(method: str, part: pd.DataFrame, folder: Path) -> list[Path]:
+def _traces(study: Study, method: str, part: pd.DataFrame, folder: Path, most: int) -> list[Path]:
     paths = []
     for task, mine in part.groupby("task", sort=True):
         trial = mine.sort_values("seed")["trial"].iloc[0]
-        figure = trace_figure(mine[mine["trial"] == trial], f"{task} / {method}: prompts per block ({trial.rsplit('/', 1)[1]})")
-        paths += _save(figure, folder, f"trace_{task}_{method}")
+        title = f"{task} / {study.display(method)}: prompts per block ({trial.rsplit('/', 1)[1]})"
+        paths += _save(trace_figure(mine[mine["trial"] == trial], title, most), folder, f"trace_{task}_{method}")
     return paths
 
 
-def trace_figure(rows: pd.DataFrame, title: str):
-    """One trial's distribution history (epoch, block, count rows) as blocks x epochs."""
+def trace_figure(rows: pd.DataFrame, title: str, most: int | None = None):
+    """One trial's distribution history (epoch, block, count rows) as blocks x epochs; `most`:
+    the largest count of the colour scale (default: this trial's)."""
+    most = int(rows["count"].max()) if most is None else most
     grid = rows.pivot_table(index="block", columns="epoch", values="count", aggfunc="first").fillna(0)
     figure, axes = plt.subplots(figsize=(min(12, 0.15 * grid.shape[1] + 3), 3.5))
-    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
+    image = axes.imshow(grid.to_numpy(dtype=float), aspect="auto", origin="lower", **count_colours(most))
     epochs = [int(e) for e in grid.columns]
     step = max(1, len(epochs) // 10)
     axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
@@ -108,7 +128,7 @@ def trace_figure(rows: pd.DataFrame, title: str):
     axes.set_xlabel("epoch (after relocation)")
     axes.set_ylabel("block")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="prompts")
+    _count_bar(figure, image, axes, most)
     return figure
 
 
@@ -128,7 +148,7 @@ def _val_curves(study: Study, benchmark: str, selections: pd.DataFrame, epochs: 
                 continue
             curve = epochs[(epochs["trial"] == best) & epochs["val_acc"].notna()]
             if len(curve) > 1:
-                axes.plot(curve["epoch"], 100 * curve["val_acc"].astype(float), label=entry.key)
+                axes.plot(curve["epoch"], 100 * curve["val_acc"].astype(float), label=entry.display)
                 drawn = True
         axes.set_title(task, fontsize=9)
         axes.set_xlabel("epoch", fontsize=8)
@@ -157,7 +177,7 @@ def _ablation_bars(study: Study, trials: pd.DataFrame, folder: Path) -> list[Pat
     for i, variant in enumerate(variants):
         scores = finals[finals["method"] == variant].groupby("task")["test_acc"].agg(["mean", "std"]).reindex(tasks)
         positions = np.arange(len(tasks)) + (i - (len(variants) - 1) / 2) * width
-        axes.bar(positions, 100 * scores["mean"].astype(float), width, yerr=100 * scores["std"].astype(float).fillna(0), label=variant, capsize=2)
+        axes.bar(positions, 100 * scores["mean"].astype(float), width, yerr=100 * scores["std"].astype(float).fillna(0), label=study.display(variant), capsize=2)
     axes.set_xticks(range(len(tasks)), tasks, fontsize=8)
     axes.set_ylabel("test top-1 % (mean ± std over seeds)")
     axes.set_title(f"Ablation: {study.ablation.factor}")
@@ -165,7 +185,7 @@ def _ablation_bars(study: Study, trials: pd.DataFrame, folder: Path) -> list[Pat
     return _save(figure, folder, "ablation")
 
 
-def _timing_heatmaps(gains: pd.DataFrame, folder: Path) -> list[Path]:
+def _timing_heatmaps(study: Study, gains: pd.DataFrame, folder: Path) -> list[Path]:
     paths = []
     for method, mine in gains.groupby("method", sort=False):
         grid = mine.pivot_table(index="epoch", columns="target", values="gain", aggfunc="mean")
@@ -179,13 +199,13 @@ def _timing_heatmaps(gains: pd.DataFrame, folder: Path) -> list[Path]:
             axes.scatter([best], [row], marker="*", color="black", s=40)
         axes.set_xlabel("target block (0-based, as in branches.targets)")
         axes.set_ylabel("branch epoch")
-        axes.set_title(f"{method}: test gain (points) of a move at each epoch, over the unmoved run; * best")
+        axes.set_title(f"{study.display(method)}: test gain (points) of a move at each epoch, over the unmoved run; * best")
         figure.colorbar(image, ax=axes, label="gain (points)")
         paths += _save(figure, folder, f"timing_{method}")
     return paths
 
 
-def _fidelity_scatter(frame: pd.DataFrame, folder: Path) -> list[Path]:
+def _fidelity_scatter(study: Study, frame: pd.DataFrame, folder: Path) -> list[Path]:
     paths = []
     for method, mine in frame.groupby("method", sort=False):
         figure, grid = plt.subplots(1, 2, figsize=(8.5, 3.6))
@@ -201,7 +221,7 @@ def _fidelity_scatter(frame: pd.DataFrame, folder: Path) -> list[Path]:
             axes.set_ylabel(f"loss drop when {removal}")
             axes.set_title(f"prompt {removal}", fontsize=9)
         grid[0].legend(fontsize=7, frameon=False)
-        figure.suptitle(f"{method}: idleness score vs the measured effect of removing each prompt (final trials)")
+        figure.suptitle(f"{study.display(method)}: idleness score vs the measured effect of removing each prompt (final trials)")
         figure.tight_layout()
         paths += _save(figure, folder, f"fidelity_{method}")
     return paths
@@ -215,7 +235,7 @@ def _reward_curves(study: Study, results: Results, folder: Path) -> list[Path]:
     for entry in study.methods:
         curve = rewards[rewards["method"] == entry.key].groupby("epoch")["reward"].mean()
         if len(curve):
-            axes.plot(curve.index.astype(int), curve.to_numpy(dtype=float), marker="o", markersize=3, label=entry.key)
+            axes.plot(curve.index.astype(int), curve.to_numpy(dtype=float), marker="o", markersize=3, label=entry.display)
     axes.axhline(0, color="grey", linewidth=0.5)
     axes.set_xlabel("epoch")
     axes.set_ylabel("relocation reward (mean over final trials)")

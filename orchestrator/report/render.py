@@ -43,15 +43,30 @@ def to_html(table: Table) -> str:
     )
 
 
-def to_latex(table: Table) -> str:
-    def tex(text: str) -> str:
-        for raw, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-            text = text.replace(raw, escaped)
-        return text.replace("±", r"$\pm$").replace("−", "$-$").replace(FLAG, r"$^\dagger$")
+TEX = {
+    "\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$", ">": r"$>$", "±": r"$\pm$", "−": "$-$",
+    "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "…": r"\ldots{}", FLAG: r"$^\dagger$",
+}
 
+
+def tex(text: str) -> str:
+    """Text as LaTeX source: special characters escaped, the few symbols tables use as math,
+    any other non-ASCII character dropped with a visible '?'."""
+    return "".join(TEX.get(ch, ch if ord(ch) < 128 else "?") for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A `table` float with its caption and label (`tab:<name>`), scaled down to the line width
+    when wider, the notes below; needs booktabs and graphicx."""
     spec = "l" + "r" * len(table.columns)
     lines = [
-        "% " + table.title,
+        r"% provpt tables; needs \usepackage{booktabs,graphicx}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + tex(table.title) + "}",
+        r"\label{tab:" + table.name.replace("_", "-") + "}",
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
         " & ".join(["", *(tex(c.title) for c in table.columns)]) + r" \\",
@@ -60,7 +75,10 @@ def to_latex(table: Table) -> str:
     for row in table.rows:
         label = tex(row.label) if row.kind not in ("published", "delta", "readout") else r"\quad\textit{" + tex(row.label) + "}"
         lines.append(" & ".join([label, *(tex(row.cells[c.id].text()) for c in table.columns)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", *("% " + n for n in table.notes)]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if table.notes:
+        lines += [r"\par\smallskip", r"{\footnotesize", *(tex(n) + r"\par" for n in table.notes), "}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,12 @@ class Scores:
         if not counts:
             return Cell(state="missing")
         millions = statistics.mean(counts) / 1e6
-        return Cell(millions, digits=max(2, 2 - math.floor(math.log10(millions))) if millions > 0 else 2)  # 3 figures
+        return Cell(millions, digits=three_figures(millions))
+
+
+def three_figures(value: float) -> int:
+    """Decimals that show at least three significant figures of `value`, and at least two."""
+    return max(2, 2 - math.floor(math.log10(abs(value)))) if value else 2
 
 
 def missing(value: Any) -> bool:

@@ -134,6 +134,15 @@ class MethodEntry(_Strict):
     def key(self) -> str:
         return self.label or self.name
 
+    @property
+    def display(self) -> str:
+        """The name tables and figures print: the method's as papers write it (VPT-deep), with
+        the label when the study gives one."""
+        from provpt_core import METHOD_CONFIGS
+
+        name = METHOD_CONFIGS[self.name].display_name
+        return name if self.label is None else f"{name} ({self.label})"
+
 
 class DataSection(_Strict):
     roots: dict[Literal["vtab1k", "fgvc"], str] = Field(default_factory=dict)
@@ -259,6 +268,10 @@ class Study(_Strict):
         from provpt_core import resolve_tasks
 
         return resolve_tasks(self.tasks)
+
+    def display(self, key: str) -> str:
+        """The printed name of the method entry with this key (the key itself if none has it)."""
+        return next((m.display for m in self.methods if m.key == key), key)
 
     def output_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.output or Path("outputs") / self.name).expanduser().resolve()

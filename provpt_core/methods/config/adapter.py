@@ -8,7 +8,7 @@ from provpt_core.config import check
 from provpt_core.methods.config.base import MethodConfig, register_config
 
 
-@register_config("adapter")
+@register_config("adapter", "Adapter")
 @dataclass
 class AdapterConfig(MethodConfig):
     bottleneck: int = 8  # the adapter's width r (dim -> r -> dim)

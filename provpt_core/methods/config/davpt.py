@@ -15,7 +15,7 @@ EmptyClusters = Literal["keep", "refill"]
 PullAverage = Literal["all_proxies", "with_positives"]
 
 
-@register_config("davpt")
+@register_config("davpt", "DA-VPT")
 @dataclass
 class DAVPTConfig(VPTDeepConfig):
     # --- Prompts and head, initialised as in the authors' code rather than VPT's recipe.
@@ -86,7 +86,7 @@ class DAVPTConfig(VPTDeepConfig):
         check(self.remap_from_epoch >= 0, "remap_from_epoch", "an integer >= 0", self.remap_from_epoch)
 
 
-@register_config("davpt_plus")
+@register_config("davpt_plus", "DA-VPT+")
 @dataclass
 class DAVPTPlusConfig(DAVPTConfig):
     # authors: what their released code unfreezes, per block the attention key and value

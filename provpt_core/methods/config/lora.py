@@ -12,7 +12,7 @@ Target = Literal["q", "k", "v"]
 QKV_ORDER = ("q", "k", "v")  # the layout of timm's fused qkv output
 
 
-@register_config("lora")
+@register_config("lora", "LoRA")
 @dataclass
 class LoRAConfig(MethodConfig):
     rank: int = 8

@@ -9,7 +9,7 @@ from provpt_core.methods.config.vpt import VPTDeepConfig
 from provpt_core.relocation.config import FidelityConfig, RelocationConfig
 
 
-@register_config("provpt")
+@register_config("provpt", "PRO-VPT")
 @dataclass
 class ProVPTConfig(VPTDeepConfig):
     relocation: RelocationConfig = field(default_factory=RelocationConfig)

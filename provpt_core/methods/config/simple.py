@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from provpt_core.methods.config.base import MethodConfig, register_config
 
 
-@register_config("full")
+@register_config("full", "Full FT")
 @dataclass
 class FullConfig(MethodConfig):
     pass
 
 
-@register_config("linear")
+@register_config("linear", "Linear")
 @dataclass
 class LinearConfig(MethodConfig):
     frozen_features = True  # only the head trains

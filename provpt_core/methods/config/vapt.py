@@ -10,7 +10,7 @@ from provpt_core.methods.config.base import register_config
 from provpt_core.methods.config.vpt import PromptConfig
 
 
-@register_config("vapt")
+@register_config("vapt", "VAPT")
 @dataclass
 class VAPTConfig(PromptConfig):
     static_blocks: int = 1  # early blocks that keep ordinary learnable prompts

@@ -44,7 +44,7 @@ class ScriptedMove:
         check(self.rescale > 0, "rescale", "a number > 0", self.rescale)
 
 
-@register_config("vpt_deep")
+@register_config("vpt_deep", "VPT-deep")
 @dataclass
 class VPTDeepConfig(PromptConfig):
     blocks: list[int] | None = None  # which blocks get prompts; None: all of them
@@ -60,7 +60,7 @@ class VPTDeepConfig(PromptConfig):
         )
 
 
-@register_config("vpt_shallow")
+@register_config("vpt_shallow", "VPT-shallow")
 @dataclass
 class VPTShallowConfig(PromptConfig):
     dropout: float = 0.0
