@@ -129,24 +129,24 @@ def _log_search_trials(tracker: Tracker, run_id: str, records: list[SearchRecord
     trial by its Optuna number and MLflow run, its values and val score, the selected one marked."""
     import pandas as pd
 
-    from orchestrator.report.render import frame_markdown
+    from orchestrator.report.render import frame_html, frame_markdown
 
     rows = [
         {
+            "selected": "yes" if r.trial == best.trial else "",
             "optuna_trial": r.number,
-            "mlflow_run": run_name(r.trial),
-            "mlflow_run_id": run_ids.get(r.trial, ""),
             **r.values,
             "val_acc": r.val_acc,
             "state": "failed" if r.val_acc is None or r.val_acc != r.val_acc else "finished",
-            "selected": "yes" if r.trial == best.trial else "",
+            "mlflow_run": run_name(r.trial),
+            "mlflow_run_id": run_ids.get(r.trial, ""),
         }
         for r in sorted(records, key=lambda r: r.number)
     ]
     frame = pd.DataFrame(rows)
     caption = f"Search trials; selected: {best.reason}"
     tracker.client.log_text(run_id, f"{caption}\n\n{frame_markdown(frame)}", SELECTION_TABLE + ".md")
-    tracker.client.log_text(run_id, frame.to_html(index=False, float_format="%.4g", border=0), SELECTION_TABLE + ".html")
+    tracker.client.log_text(run_id, frame_html(frame.drop(columns="mlflow_run_id"), caption), SELECTION_TABLE + ".html")
     tracker.client.log_text(run_id, frame.to_csv(index=False), SELECTION_TABLE + ".csv")
 
 

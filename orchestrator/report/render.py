@@ -22,7 +22,7 @@ def to_markdown(table: Table) -> str:
 
 HTML_STYLE = (
     "<style>table{border-collapse:collapse;font:13px sans-serif}caption{font-weight:bold;text-align:left;padding:4px}"
-    "td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
     "tr.other td{color:#666;font-style:italic}p{font:12px sans-serif;color:#444}</style>"
 )
 
@@ -93,6 +93,14 @@ def frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def frame_html(frame: pd.DataFrame, caption: str, digits: int = 4) -> str:
+    """A data frame as a styled HTML table with a caption (what the MLflow UI shows)."""
+    from html import escape
+
+    body = frame.to_html(index=False, float_format=f"%.{digits}g", border=0, na_rep="")
+    return f"<!doctype html><meta charset=\"utf-8\">{HTML_STYLE}<p><b>{escape(caption)}</b></p>{body}\n"
 
 
 CSV_COLUMNS = ["table", "row", "kind", "method", "column", "title", "value", "std", "seeds", "state", "note", "grade", "text"]
