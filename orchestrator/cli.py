@@ -5,6 +5,7 @@
     provpt tables STUDY.yaml|OUTPUT [--from-mlflow URI] ...           parquet, paper tables, figures
     provpt verify --benchmark vtab1k|fgvc|mini ROOT                   check a benchmark root
     provpt fetch MODEL [MODEL ...]                                    backbone weights into the hub cache
+    provpt data manifest|compare|prepare ...                          what a data root holds; a root from images
     provpt submit STUDY.yaml [--address URL] [--output DIR] ...       the study as a Ray job on a cluster
 
 `provpt COMMAND --help` tells each command's options. `python -m orchestrator COMMAND` is the
@@ -72,6 +73,12 @@ def _submit(argv: list[str]) -> int:
     return main(argv)
 
 
+def _data(argv: list[str]) -> int:
+    from orchestrator.report.data import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     """Download hub weights into the local cache (needs network), once per cluster."""
     from provpt_core import fetch_weights
@@ -89,6 +96,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "tables": _tables,
     "verify": _verify,
     "fetch": _fetch,
+    "data": _data,
     "submit": _submit,
 }
 

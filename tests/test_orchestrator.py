@@ -236,6 +236,13 @@ def test_results_and_each_selection_are_where_the_runs_live(study_run, runs):
     assert {"results/tables/mini.md", "results/tables/mini.html", "results/tables/coverage.md"} <= tables
     figures = {a.path for a in client.list_artifacts(study.info.run_id, "results/figures")}
     assert figures and all(path.endswith(".png") for path in figures)
+    # the data it read: a manifest in the output folder and on the study run, its hash under the tables
+    manifest = json.loads((study_run["output"] / "data_manifest.json").read_text())
+    assert set(manifest["tasks"]) == {"mini_count", "mini_loc"}
+    assert all(t["splits"]["test"]["count"] == 1000 for t in manifest["tasks"].values())
+    assert json.loads(open(client.download_artifacts(study.info.run_id, "data_manifest.json")).read()) == manifest
+    mini = (study_run["output"] / "results" / "tables" / "mini.md").read_text()
+    assert f"Data: manifest sha256 {manifest['sha256'][:12]}" in mini
     trials = {r.data.tags["provpt.key"]: r for r in _kind(all_runs, "trial")}
     storage = f"sqlite:///{study_run['output'] / 'optuna.db'}"
     searched = [p for p in _kind(all_runs, "pipeline") if p.data.tags["phase"] == "final" and p.data.tags["method"] in ("linear", "provpt")]

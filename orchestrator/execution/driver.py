@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.spec.study import Study, StudyError, load_study, redact
-from orchestrator.store.schema import RESULTS_ARTIFACTS, STUDY, STUDY_ARTIFACT
+from orchestrator.store.schema import DATA_MANIFEST, RESULTS_ARTIFACTS, STUDY, STUDY_ARTIFACT
 
 if TYPE_CHECKING:
     from orchestrator.spec.plan import Pipeline
@@ -73,8 +73,36 @@ def main(argv: list[str] | None = None, prog: str = "provpt run") -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
+    try:
+        manifest = data_manifest(pipelines, output)
+    except StudyError as err:
+        print(f"error: {args.study}: {err}", file=sys.stderr)
+        return 2
     claim_output(study, output)
+    if not (output / DATA_MANIFEST).exists():
+        (output / DATA_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return run_study(study, pipelines, output, tracking_uri, args.num_cpus, args.verbose)
+
+
+def data_manifest(pipelines: list[Pipeline], output: Path) -> dict[str, Any]:
+    """The manifest of the data the study reads (its warnings printed: re-encoded lossless
+    tasks); refused when the output folder holds one of other data, since a resumed study
+    would mix results of two datasets."""
+    from provpt_core import compare_manifests, study_manifest
+
+    manifest = study_manifest([p.base.data for p in pipelines])
+    for name, task in manifest["tasks"].items():
+        for warning in task["warnings"]:
+            print(f"warning: data: {name} {warning}", file=sys.stderr)
+    started = output / DATA_MANIFEST
+    if started.is_file():
+        differences = compare_manifests(json.loads(started.read_text()), manifest, ("when the study started", "now"))
+        if differences:
+            raise StudyError(
+                f"the data changed since this study started ({started}): {'; '.join(differences)}; its finished "
+                "trials would mix with results on other data: restore the data, or give a new --output"
+            )
+    return manifest
 
 
 def preflight(study: Study, pipelines: list[Pipeline]) -> list[str]:
@@ -236,6 +264,7 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     tracker = Tracker(tracking_uri, study.name, artifact_location=artifacts)
     study_run = tracker.run(study.name, study.name, STUDY, tags={"study": study.name, "code_version": code_version()})
     tracker.client.log_text(study_run.info.run_id, (output / STUDY_ARTIFACT).read_text(), STUDY_ARTIFACT)
+    tracker.client.log_text(study_run.info.run_id, (output / DATA_MANIFEST).read_text(), DATA_MANIFEST)
     optuna_storage = f"sqlite:///{output / 'optuna.db'}"
     optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
     actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
@@ -295,11 +324,12 @@ def write_tables(study: Study, output: Path, tracker: Any, run_id: str) -> None:
     """The results tables of the study, from its records, also logged to the study's MLflow run
     (tables as Markdown, HTML and CSV, figures as PNG); a failure here loses no result."""
     from orchestrator.report.build import report_line, write_report
+    from orchestrator.report.data import data_notes
     from orchestrator.report.frames import ResultsError, from_output, to_frames
 
     folder = output / "results"
     try:
-        report = write_report(study, to_frames(*from_output(output)), folder)
+        report = write_report(study, to_frames(*from_output(output)), folder, data=data_notes(output))
     except (ResultsError, StudyError, OSError, ValueError) as err:
         print(f"warning: the results tables were not written ({err}); the trials are safe: "
               f"run provpt tables {output}", file=sys.stderr)

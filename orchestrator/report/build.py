@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from orchestrator.report.analyses import fidelity_table, reward_table, timing_tables
+from orchestrator.report.data import data_notes
 from orchestrator.report.coverage import STATES, cost_note, cost_table, coverage, trial_hours
 from orchestrator.report.frames import Recorded, Results, ResultsError, from_mlflow, from_output, to_frames, write_parquet
 from orchestrator.report.model import Column, Table
@@ -110,11 +111,16 @@ def display_names(study: Study, table: Table) -> None:
             row.label = study.display(row.method) + row.label[len(row.method):]
 
 
-def write_report(study: Study, results: Results, folder: Path, baseline: str | None = None, figures: bool = True) -> Report:
-    """Parquet, tables and figures of a study's results under `folder`."""
+def write_report(
+    study: Study, results: Results, folder: Path, baseline: str | None = None, figures: bool = True, data: list[str] = ()
+) -> Report:
+    """Parquet, tables and figures of a study's results under `folder`; `data`: notes on the
+    data the study read, under each benchmark table (`report.data.data_notes`)."""
     from orchestrator.report.figures import write_figures
 
     tables, frame = build_tables(study, results, baseline)
+    for benchmark in dict.fromkeys(s.benchmark for s in study.task_specs):
+        tables[benchmark].notes += data
     files = list(write_parquet(results, folder).values())
     table_folder = folder / "tables"
     table_folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None, prog: str = "provpt tables") -> int:
     parser.add_argument("--out", type=Path, help="where the results go (default: <output>/results)")
     parser.add_argument("--baseline", help="the method the others are tested against (default: vpt_deep if run)")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--compare-data", type=Path, metavar="OTHER", help="another study's output folder (or manifest): the tables say whether its data was the same")
     args = parser.parse_args(argv)
     try:
         study, output = load_target(args.target)
@@ -158,7 +165,11 @@ def main(argv: list[str] | None = None, prog: str = "provpt tables") -> int:
             output = args.output.resolve()
         recorded = from_mlflow(args.from_mlflow, study.name) if args.from_mlflow else from_output(output)
         check_finished(recorded, args.from_mlflow and redact(args.from_mlflow) or str(output / "records"))
-        report = write_report(study, to_frames(*recorded), args.out or output / "results", args.baseline, not args.no_figures)
+        data = data_notes(output, args.compare_data)
+        report = write_report(study, to_frames(*recorded), args.out or output / "results", args.baseline, not args.no_figures, data)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (StudyError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

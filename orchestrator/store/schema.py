@@ -47,6 +47,7 @@ DISTRIBUTION_HISTORY = "distribution_history"  # .csv (epochs x blocks) and .png
 SELECTION_TABLE = "selection"  # on a final phase's run: .md, .html, .csv of the search trials
 RESULTS_ARTIFACTS = "results"  # on the study run: the results folder's tables and figures
 STUDY_ARTIFACT = "study.json"  # on the study run: the study's settings
+DATA_MANIFEST = "data_manifest.json"  # in the output folder and on the study run: the data read
 ANALYSIS_ARTIFACT = "analysis.json"  # the events of the paper's analyses (ANALYSIS_EVENTS)
 # FitResult.events kept for the analyses: removal effects beside scores, scripted moves
 ANALYSIS_EVENTS = ("fidelity", "scripted_move")

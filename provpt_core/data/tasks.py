@@ -38,6 +38,9 @@ class TaskSpec:
     search_splits: tuple[str, str] = ("train800", "val200")  # (fit on, score on) when searching
     final_splits: tuple[str, str] = ("train800val200", "test")  # (fit on, score on) when final
     split_format: Literal["vtab_list", "fgvc_json"] = "vtab_list"
+    # the source's images are lossless (PNG in TFDS): JPEG files of such a task were re-encoded,
+    # which changes the pixels (the data manifest warns; the common VTAB-1k release did this)
+    lossless_source: bool = False
     folders: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -45,8 +48,8 @@ class TaskSpec:
         object.__setattr__(self, "folders", tuple(dict.fromkeys([self.folder or self.name, self.name, *self.aliases])))
 
 
-def _vtab(name: str, group: str, classes: int, test: int, *aliases: str) -> TaskSpec:
-    return TaskSpec(name, "vtab1k", group, classes, {**VTAB_SPLITS, "test": test}, aliases)
+def _vtab(name: str, group: str, classes: int, test: int, *aliases: str, lossless: bool = False) -> TaskSpec:
+    return TaskSpec(name, "vtab1k", group, classes, {**VTAB_SPLITS, "test": test}, aliases, lossless_source=lossless)
 
 
 def _fgvc(name: str, folder: str, images: str, classes: int, sizes: tuple[int, int, int], *aliases: str) -> TaskSpec:
@@ -72,26 +75,29 @@ def _mini(name: str, group: str, classes: int, test: int) -> TaskSpec:
     return TaskSpec(name, "mini", group, classes, {**VTAB_SPLITS, "test": test})
 
 
+# lossless=True: TFDS stores the source images as PNG (CIFAR, SVHN, PCam, CLEVR, KITTI,
+# dSprites, smallNORB); the photo collections (Caltech, DTD, Flowers, Pets, SUN, EuroSAT,
+# RESISC, Retinopathy) and DMLab are JPEG at their source.
 TASKS: tuple[TaskSpec, ...] = (
-    _vtab("cifar", "Natural", 100, 10000, "cifar100", "cifar_100"),
+    _vtab("cifar", "Natural", 100, 10000, "cifar100", "cifar_100", lossless=True),
     _vtab("caltech101", "Natural", 102, 6084, "caltech"),
     _vtab("dtd", "Natural", 47, 1880),
     _vtab("oxford_flowers102", "Natural", 102, 6149, "flowers102", "oxford_flowers_102"),
     _vtab("oxford_iiit_pet", "Natural", 37, 3669, "pets", "oxford_pet"),
-    _vtab("svhn", "Natural", 10, 26032, "svhn_cropped"),
+    _vtab("svhn", "Natural", 10, 26032, "svhn_cropped", lossless=True),
     _vtab("sun397", "Natural", 397, 21750, "sun"),
-    _vtab("patch_camelyon", "Specialized", 2, 32768, "pcam", "camelyon"),
+    _vtab("patch_camelyon", "Specialized", 2, 32768, "pcam", "camelyon", lossless=True),
     _vtab("eurosat", "Specialized", 10, 5400),
     _vtab("resisc45", "Specialized", 45, 6300, "resisc"),
     _vtab("diabetic_retinopathy", "Specialized", 5, 42670, "retinopathy", "diabetic_retinopathy_detection"),
-    _vtab("clevr_count", "Structured", 8, 15000, "clevr_count_all"),
-    _vtab("clevr_dist", "Structured", 6, 15000, "clevr_distance", "clevr_closest_object_distance"),
+    _vtab("clevr_count", "Structured", 8, 15000, "clevr_count_all", lossless=True),
+    _vtab("clevr_dist", "Structured", 6, 15000, "clevr_distance", "clevr_closest_object_distance", lossless=True),
     _vtab("dmlab", "Structured", 6, 22735),
-    _vtab("kitti", "Structured", 4, 711, "kitti_dist", "kitti_closest_vehicle_distance"),
-    _vtab("dsprites_loc", "Structured", 16, 73728, "dsprites_location", "dsprites_label_x_position"),
-    _vtab("dsprites_ori", "Structured", 16, 73728, "dsprites_orientation", "dsprites_label_orientation"),
-    _vtab("smallnorb_azi", "Structured", 18, 12150, "smallnorb_azimuth", "smallnorb_label_azimuth"),
-    _vtab("smallnorb_ele", "Structured", 9, 12150, "smallnorb_elevation", "smallnorb_label_elevation"),
+    _vtab("kitti", "Structured", 4, 711, "kitti_dist", "kitti_closest_vehicle_distance", lossless=True),
+    _vtab("dsprites_loc", "Structured", 16, 73728, "dsprites_location", "dsprites_label_x_position", lossless=True),
+    _vtab("dsprites_ori", "Structured", 16, 73728, "dsprites_orientation", "dsprites_label_orientation", lossless=True),
+    _vtab("smallnorb_azi", "Structured", 18, 12150, "smallnorb_azimuth", "smallnorb_label_azimuth", lossless=True),
+    _vtab("smallnorb_ele", "Structured", 9, 12150, "smallnorb_elevation", "smallnorb_label_elevation", lossless=True),
     _fgvc("cub200", "CUB_200_2011", "images", 200, (5394, 600, 5794), "cub", "cub_200_2011"),
     _fgvc("nabirds", "nabirds", "images", 555, (21536, 2393, 24633), "nabird"),
     _fgvc("oxford_flowers", "OxfordFlower", "", 102, (1020, 1020, 6149), "flowers", "oxfordflowers"),
