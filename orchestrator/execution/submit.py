@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.spec.study import StudyError, environment_names, load_study, redact
+from orchestrator.spec.study import StudyError, load_study, redact
+from orchestrator.spec.validation import environment_names
 
 
 def job_command(

@@ -48,7 +48,7 @@ TRACKING_SCHEMES = (
     "sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks",
 )
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ENV_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _plain_name(name: str) -> str:
@@ -364,13 +364,13 @@ def _interpolate(value: Any, path: Path, field: str = "") -> Any:
             return default
         raise StudyError(f"{path}: {field}: environment variable {name} is not set")
 
-    whole = _ENV.fullmatch(value)
+    whole = ENV_PLACEHOLDER.fullmatch(value)
     if whole is not None and whole.group(2) is not None and _number(whole.group(2)) is not None:
         number = _number(replace(whole))
         if number is None:
             raise StudyError(f"{path}: {field}: expected a number in ${{{whole.group(1)}}}, got {replace(whole)!r}")
         return number
-    return _ENV.sub(replace, value)
+    return ENV_PLACEHOLDER.sub(replace, value)
 
 
 def _number(text: str) -> int | float | None:
@@ -382,22 +382,3 @@ def _number(text: str) -> int | float | None:
             pass
     return None
 
-
-def environment_names(path: str | Path) -> list[str]:
-    """The `${VAR}`s a study file reads, in order of first use."""
-    from orchestrator.spec.validation import read_yaml
-
-    names: dict[str, None] = {}
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str):
-            names.update(dict.fromkeys(m.group(1) for m in _ENV.finditer(value)))
-
-    walk(read_yaml(Path(path)))
-    return list(names)

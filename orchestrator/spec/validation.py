@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.spec.space import corner_values
-from orchestrator.spec.study import MethodEntry, Study, StudyError
+from orchestrator.spec.study import ENV_PLACEHOLDER, MethodEntry, Study, StudyError
 
 if TYPE_CHECKING:
     from provpt_core import Recipe, TrialConfig
@@ -284,3 +284,21 @@ def _check_searched_lr(study: Study, index: int, method: MethodEntry, base: Tria
             f"{base.train.head_lr:g}, so searching train.lr changes nothing; give this method "
             "trial: {train: {head_lr: null}} (its head then trains at the searched lr), or search train.head_lr"
         )
+
+
+def environment_names(path: str | Path) -> list[str]:
+    """The `${VAR}`s a study file reads, in order of first use."""
+    names: dict[str, None] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            names.update(dict.fromkeys(m.group(1) for m in ENV_PLACEHOLDER.finditer(value)))
+
+    walk(read_yaml(Path(path)))
+    return list(names)
