@@ -34,5 +34,20 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
     """One data cache for the tests that only use the mini benchmark: it is generated once
-    (about 20 s on 2 cores) instead of once per test. tests/test_mini.py builds its own."""
+    (about 20 s on 2 cores) instead of once per test, and shared by the pytest-xdist workers
+    (their builders wait on the cache's file locks). tests/test_mini.py builds its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "shared-cache"
+        folder.mkdir(exist_ok=True)
+        return folder
     return tmp_path_factory.mktemp("shared-cache")
+
+
+# The studies run end to end on Ray: started first, so the two workers of `-n 2` (addopts in
+# pyproject.toml) run them beside each other and beside the short tests, not after them.
+LONG_FIRST = ("test_orchestrator.py", "test_cluster.py", "test_slurm.py", "test_analyses_study.py", "test_bench_gpu.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
