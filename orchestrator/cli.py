@@ -6,6 +6,7 @@
     provpt verify --benchmark vtab1k|fgvc|mini ROOT                   check a benchmark root
     provpt fetch MODEL [MODEL ...]                                    backbone weights into the hub cache
     provpt submit STUDY.yaml [--address URL] [--output DIR] ...       the study as a Ray job on a cluster
+    provpt slurm STUDY.yaml [--nodes N] [--cpus-per-node C] ...      the study as a SLURM job with its own Ray
 
 `provpt COMMAND --help` tells each command's options. `python -m orchestrator COMMAND` is the
 same command; `python -m orchestrator.run` is `provpt run` (what `ray job submit` runs).
@@ -72,6 +73,12 @@ def _submit(argv: list[str]) -> int:
     return main(argv)
 
 
+def _slurm(argv: list[str]) -> int:
+    from orchestrator.execution.slurm import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     """Download hub weights into the local cache (needs network), once per cluster."""
     from provpt_core import fetch_weights
@@ -90,6 +97,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "verify": _verify,
     "fetch": _fetch,
     "submit": _submit,
+    "slurm": _slurm,
 }
 
 
