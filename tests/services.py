@@ -265,6 +265,10 @@ class SlurmCluster:
         done = subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=scaled(30))
         return done.stdout + done.stderr
 
+    def idle(self) -> bool:
+        """The node is up and holds no job, none still completing (State=IDLE+COMPLETING)."""
+        return "State=IDLE " in self.scontrol("show", "node", self.node)
+
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
@@ -339,7 +343,7 @@ def start_slurm(root: Path, cpus: int = 2) -> SlurmCluster:
         slurmd = _spawn("slurmd", ["slurmd", "-D", "-f", str(conf)], root / "slurmd.out", env)
         started.append(slurmd)
         cluster = SlurmCluster(started, conf, env, node)
-        wait_for(lambda: _idle(cluster), "slurmd (node idle)", slurmd)
+        wait_for(cluster.idle, "slurmd (node idle)", slurmd)
         return cluster
     except BaseException:
         for service in reversed(started):
@@ -350,6 +354,3 @@ def start_slurm(root: Path, cpus: int = 2) -> SlurmCluster:
 def _ping(env: dict[str, str]) -> str:
     return subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=scaled(30)).stdout
 
-
-def _idle(cluster: SlurmCluster) -> bool:
-    return "State=IDLE" in cluster.scontrol("show", "node", cluster.node)

@@ -150,7 +150,8 @@ def job(slurm, shared_cache):
         return re.search(r"JobState=(\w+)", state["text"]).group(1) in ENDED
 
     wait_for(ended, f"SLURM job {job_id}", cluster.services[-1], timeout=JOB_TIMEOUT)
-    left = processes_using(root / f"ray-{job_id}")  # right when SLURM says the job ended
+    wait_for(cluster.idle, f"the node after job {job_id}", cluster.services[-1], timeout=120)  # SLURM's cleanup done
+    left = processes_using(root / f"ray-{job_id}")
     log = output / f"slurm-{job_id}.log"
     print(f"SLURM job {job_id} ended after {time.monotonic() - start:.0f} s")
     return {"id": job_id, "state": state["text"], "log": log.read_text(errors="replace"), "output": output,
@@ -181,3 +182,29 @@ def test_the_driver_ran_on_the_ray_head_the_template_started(job):
 def test_no_ray_process_outlives_the_job(job):
     assert any(job["temp"].glob("session_*")), "Ray's temp dir was not the job's"
     assert job["left"] == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in job["left"] if Path(f"/proc/{pid}").exists()]
+
+
+@needs_slurm
+def test_a_cancelled_job_stops_its_ray(slurm, shared_cache, job):
+    """scancel while the study runs (after the first job: the node has 2 CPUs): every Ray process
+    of the job ends with it."""
+    cluster, root = slurm
+    study = _study(root / "cancelled.yaml", search_trials=4)
+    output = root / "shared" / "cancelled"
+    env = {**cluster.env, "PROVPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1", "PROVPT_SLURM_TMP": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "slurm", str(study), "--cpus-per-node", "2", "--output", str(output)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=scaled(120),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
+    log = output / f"slurm-{job_id}.log"
+    wait_for(lambda: "study slurm: 1 pipelines on Ray" in log.read_text(), f"the study of job {job_id} on Ray",
+             cluster.services[-1], timeout=JOB_TIMEOUT)
+    temp = root / f"ray-{job_id}"
+    assert processes_using(temp)  # Ray is up
+    subprocess.run(["scancel", job_id], env=cluster.env, check=True, timeout=scaled(30))
+    wait_for(lambda: "JobState=CANCELLED" in cluster.scontrol("show", "job", job_id) and cluster.idle(),
+             f"job {job_id} cancelled and its node idle", cluster.services[-1], timeout=120)
+    # scancel signals every process of the job at once: the trap may not get to its last line
+    assert processes_using(temp) == [], log.read_text()[-3000:]
