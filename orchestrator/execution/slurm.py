@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None, prog: str = "provpt slurm") -> int:
                         help="GPUs per node for Ray (default: the study's resources.gpu x search.concurrency, rounded up)")
     parser.add_argument("--time", help="the job's time limit, e.g. 12:00:00 (default: the partition's)")
     parser.add_argument("--partition", help="the SLURM partition (default: the cluster's default)")
-    parser.add_argument("--output", type=Path, help="the output folder, on a filesystem every node sees (default: the study's, made absolute here)")
+    parser.add_argument("--output", type=Path,
+                        help="the output folder, on a filesystem every node sees (default: the study's, made absolute here)")
     parser.add_argument("--python", default=sys.executable,
                         help="the Python with provpt installed, the same path on every node (default: this one)")
     parser.add_argument("--template", type=Path, default=TEMPLATE,
