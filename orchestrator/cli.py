@@ -7,6 +7,7 @@
     provpt fetch MODEL [MODEL ...]                                    backbone weights into the hub cache
     provpt data manifest|compare|prepare ...                          what a data root holds; a root from images
     provpt submit STUDY.yaml [--address URL] [--output DIR] ...       the study as a Ray job on a cluster
+    provpt slurm STUDY.yaml [--nodes N] [--cpus-per-node C] ...      the study as a SLURM job with its own Ray
 
 `provpt COMMAND --help` tells each command's options. `python -m orchestrator COMMAND` is the
 same command; `python -m orchestrator.run` is `provpt run` (what `ray job submit` runs).
@@ -79,6 +80,12 @@ def _data(argv: list[str]) -> int:
     return main(argv)
 
 
+def _slurm(argv: list[str]) -> int:
+    from orchestrator.execution.slurm import main
+
+    return main(argv)
+
+
 def _fetch(argv: list[str]) -> int:
     """Download hub weights into the local cache (needs network), once per cluster."""
     from provpt_core import fetch_weights
@@ -98,6 +105,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "fetch": _fetch,
     "data": _data,
     "submit": _submit,
+    "slurm": _slurm,
 }
 
 

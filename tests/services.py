@@ -246,3 +246,112 @@ def raylet_pid(node_manager_port: int) -> int | None:
         if command and command[0].endswith(b"raylet") and f"--node_manager_port={node_manager_port}".encode() in command:
             return int(entry.name)
     return None
+
+
+SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
+
+
+@dataclass
+class SlurmCluster:
+    """A one-node SLURM on loopback: its daemons (munged, slurmctld, slurmd) and the
+    environment its client commands need (SLURM_CONF)."""
+
+    services: list[Service]
+    conf: Path
+    env: dict[str, str]
+    node: str
+
+    def scontrol(self, *args: str) -> str:
+        done = subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=scaled(30))
+        return done.stdout + done.stderr
+
+    def idle(self) -> bool:
+        """The node is up and holds no job, none still completing (State=IDLE+COMPLETING)."""
+        return "State=IDLE " in self.scontrol("show", "node", self.node)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def _slurm_conf(root: Path, node: str, munge_socket: Path, cpus: int) -> str:
+    """The whole cluster in one file: every daemon's state, spool, pid and log under `root`,
+    its ports free on loopback, no cgroups (a container has none to give) and no accounting."""
+    ctld_port, slurmd_port = free_ports(2)
+    return "\n".join([
+        "ClusterName=provpt-test",
+        f"SlurmctldHost={node}(127.0.0.1)",
+        f"SlurmctldPort={ctld_port}",
+        f"SlurmdPort={slurmd_port}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        f"StateSaveLocation={root / 'state'}",
+        f"SlurmdSpoolDir={root / 'spool'}",
+        f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+        f"SlurmdPidFile={root / 'slurmd.pid'}",
+        f"SlurmctldLogFile={root / 'slurmctld.log'}",
+        f"SlurmdLogFile={root / 'slurmd.log'}",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={munge_socket}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU",
+        "MpiDefault=none",
+        "ReturnToService=2",
+        "KillWait=10",  # a cancelled job's processes get 10 s after SIGTERM, not 30: the test waits on it
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1024 State=UNKNOWN",
+        f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+        "",
+    ])
+
+
+def start_slurm(root: Path, cpus: int = 2) -> SlurmCluster:
+    """munged with its own key and socket, then slurmctld and slurmd in the foreground (-D),
+    all under `root` (keep it short: it holds unix sockets; every folder above it must be
+    searchable by all, as munged checks). Stops what it started if one
+    daemon does not come up."""
+    root.mkdir(parents=True, exist_ok=True)
+    # munged wants its socket's folders open to all clients and writable by no one else
+    os.chmod(root, 0o755)
+    for folder in ("munge", "state", "spool"):
+        (root / folder).mkdir(mode=0o755, exist_ok=True)
+    key = root / "munge" / "munge.key"
+    key.write_bytes(secrets.token_bytes(1024))
+    os.chmod(key, 0o600)
+    socket_path = root / "munge" / "socket"
+    node = socket.gethostname()
+    conf = root / "slurm.conf"
+    conf.write_text(_slurm_conf(root, node, socket_path, cpus))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    started: list[Service] = []
+    try:
+        munge = _spawn("munged", [
+            "munged", "--foreground", f"--socket={socket_path}", f"--key-file={key}",
+            f"--pid-file={root / 'munge' / 'munged.pid'}", f"--seed-file={root / 'munge' / 'munged.seed'}",
+            f"--log-file={root / 'munge' / 'munged.log'}",
+        ], root / "munged.out")
+        started.append(munge)
+        wait_for(socket_path.exists, "munged", munge)
+        ctld = _spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(conf)], root / "slurmctld.out", env)
+        started.append(ctld)
+        wait_for(lambda: "UP" in _ping(env), "slurmctld", ctld)
+        slurmd = _spawn("slurmd", ["slurmd", "-D", "-f", str(conf)], root / "slurmd.out", env)
+        started.append(slurmd)
+        cluster = SlurmCluster(started, conf, env, node)
+        wait_for(cluster.idle, "slurmd (node idle)", slurmd)
+        return cluster
+    except BaseException:
+        for service in reversed(started):
+            service.stop()
+        raise
+
+
+def _ping(env: dict[str, str]) -> str:
+    return subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=scaled(30)).stdout
+
