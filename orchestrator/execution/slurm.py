@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from orchestrator.execution.driver import check_output
-from orchestrator.spec.study import Study, StudyError, environment_names, load_study
+from orchestrator.spec.study import Study, StudyError, load_study
+from orchestrator.spec.validation import environment_names
 
 TEMPLATE = Path(__file__).with_name("provpt.sbatch")
 
