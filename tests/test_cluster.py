@@ -117,6 +117,12 @@ def _records(output: Path) -> list[dict]:
         return []
 
 
+def _ended(status: str) -> bool:
+    """`ray job status` says the job ended: "Job 'x' succeeded", "... failed", "... was stopped"."""
+    status = status.lower()
+    return any(end in status for end in ("' succeeded", "' failed", "' was stopped"))
+
+
 @pytest.fixture(scope="module")
 def submitted(cluster, shared_cache):
     root, env = cluster["root"], cluster["env"]
@@ -141,8 +147,7 @@ def submitted(cluster, shared_cache):
     while victim is None and time.monotonic() < deadline:  # a PRO-VPT trial running on the second node
         if time.monotonic() - checked > 10:  # a job that ended (e.g. a refused study) fails the test now
             checked = time.monotonic()
-            status = _ray(env, "job", "status", job, "--address", cluster["dashboard"])
-            if "FAILED" in status.stdout or "SUCCEEDED" in status.stdout:
+            if _ended(_ray(env, "job", "status", job, "--address", cluster["dashboard"]).stdout):
                 logs = _ray(env, "job", "logs", job, "--address", cluster["dashboard"])
                 pytest.fail(f"the job ended before a PRO-VPT trial was seen mid-way on the second node:\n{logs.stdout[-3000:]}")
         for record in _records(output):
@@ -163,7 +168,7 @@ def submitted(cluster, shared_cache):
     status = ""
     while time.monotonic() < deadline:
         status = _ray(env, "job", "status", job, "--address", cluster["dashboard"]).stdout.lower()
-        if any(f"' {s}" in status for s in ("succeeded", "failed", "stopped")):
+        if _ended(status):
             break
         time.sleep(3)
     logs = _ray(env, "job", "logs", job, "--address", cluster["dashboard"]).stdout
