@@ -43,8 +43,8 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("shared-cache")
 
 
-# The studies run end to end on Ray: started first, so the two workers of `-n 2` (addopts in
-# pyproject.toml) run them beside each other and beside the short tests, not after them.
+# The studies run end to end on Ray: started first, so the workers of `pytest -n 2 --dist
+# loadfile` run them beside each other and beside the short tests, not after them.
 LONG_FIRST = ("test_orchestrator.py", "test_cluster.py", "test_slurm.py", "test_analyses_study.py", "test_bench_gpu.py")
 
 
