@@ -27,10 +27,10 @@ PIPELINES_FILE = "pipelines.json"  # each pipeline's outcome: its selection and 
 
 WORKER_NICENESS = "RAY_worker_niceness"
 
-# Environment of the pipeline processes (where Tune's controllers run) and their trials.
-PIPELINE_ENV = {
+# Environment of the study task (where Tune's controller runs) and its trials.
+STUDY_TASK_ENV = {
     "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the working dir; every path is absolute anyway
-    "TUNE_GLOBAL_CHECKPOINT_S": "5",  # save experiment state often: a killed driver loses little
+    "TUNE_GLOBAL_CHECKPOINT_S": "600",  # a resume reads records, MLflow and Optuna, not Tune's state
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # MLflow holds the results; no CSV/JSON/TB copies
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # an epoch without evaluation reports no val score
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
@@ -241,15 +241,15 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from orchestrator.execution.pipeline import run_pipeline
     from orchestrator.execution.progress import PROGRESS_ACTOR, Progress, ProgressPrinter
-    from orchestrator.spec.plan import PHASES, planned_trials
+    from orchestrator.execution.study_task import run_study_trials
     from orchestrator.execution.tuning import PipelineJob
+    from orchestrator.spec.plan import PHASES, planned_trials
     from orchestrator.store.tracking import Tracker, code_version
 
     started_here = not (os.environ.get("RAY_ADDRESS") or ray.is_initialized())
     if started_here:
-        os.environ.setdefault(WORKER_NICENESS, PIPELINE_ENV[WORKER_NICENESS])  # the local Ray's workers inherit it
+        os.environ.setdefault(WORKER_NICENESS, STUDY_TASK_ENV[WORKER_NICENESS])  # the local Ray's workers inherit it
         temp = Path(os.environ.get("PROVPT_RAY_TMP", Path(tempfile.gettempdir()) / f"provpt-ray-{os.getuid()}"))
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp), log_to_driver=verbose)
     else:
@@ -268,39 +268,37 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
     optuna_storage = f"sqlite:///{output / 'optuna.db'}"
     optuna.storages.RDBStorage(optuna_storage)  # create the schema once, before pipelines race to
     actor_name = f"{PROGRESS_ACTOR}-{study.name}-{os.getpid()}"
-    # The control plane (progress board, pipelines and their Tune controllers) stays on the
+    # The control plane (progress board, pipelines and the Tune controller) stays on the
     # driver's node: losing a worker node then costs only the trials it ran, which Tune retries.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     board = Progress.options(name=actor_name, scheduling_strategy=here).remote()
-    limit = study.max_concurrent_pipelines or default_pipeline_limit(study, ray.cluster_resources())
-    waiting = list(pipelines)
-    running: dict[Any, Pipeline] = {}
-    outcomes: list[dict[str, Any]] = []
+    resources = ray.cluster_resources()
+    limit = study.max_concurrent_pipelines or default_pipeline_limit(study, resources)
+    jobs = [
+        PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage, order)
+        for order, pipeline in enumerate(pipelines)
+    ]
+    env = {**STUDY_TASK_ENV, "TUNE_MAX_PENDING_TRIALS_PG": str(max(1, int(trial_slots(study, resources))))}
     printer = ProgressPrinter(sum(planned_trials(study, p.method, phase) for p in pipelines for phase in PHASES))
     start = time.monotonic()
+    task = run_study_trials.options(runtime_env={"env_vars": env}, scheduling_strategy=here).remote(jobs, limit, actor_name)
     try:
-        while waiting or running:
-            while waiting and len(running) < limit:
-                pipeline = waiting.pop(0)
-                job = PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage)
-                ref = run_pipeline.options(runtime_env={"env_vars": PIPELINE_ENV}, scheduling_strategy=here).remote(job, actor_name)
-                running[ref] = pipeline
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
-            for ref in ready:
-                pipeline = running.pop(ref)
-                try:
-                    outcomes.append(ray.get(ref))
-                except Exception as err:  # a pipeline's crash is reported, the others go on
-                    outcomes.append({"pipeline": pipeline.key, "failed": f"{type(err).__name__}: {err}"})
+        while True:
+            ready, _ = ray.wait([task], timeout=2.0)
             printer.update(ray.get(board.snapshot.remote()))
+            if ready:
+                break
+        try:
+            outcomes = ray.get(task)
+        except Exception as err:  # the control plane itself failed: every pipeline with it
+            outcomes = [{"pipeline": p.key, "failed": f"{type(err).__name__}: {err}"} for p in pipelines]
     except KeyboardInterrupt:
         printer.close()
         print("\ninterrupted: stopping the running pipelines ...", file=sys.stderr, flush=True)
-        for ref in running:
-            try:
-                ray.cancel(ref, force=True, recursive=True)
-            except Exception:  # Ray itself may be going down with the same Ctrl-C
-                pass
+        try:
+            ray.cancel(task, force=True, recursive=True)
+        except Exception:  # Ray itself may be going down with the same Ctrl-C
+            pass
         stopped = tracker.close_running("interrupted (Ctrl-C): resumes when the same command runs again")
         if started_here:
             ray.shutdown()
@@ -343,14 +341,17 @@ def write_tables(study: Study, output: Path, tracker: Any, run_id: str) -> None:
         print(f"warning: the results were not logged to MLflow ({type(err).__name__}: {err}); they are in {folder}", file=sys.stderr)
 
 
+def trial_slots(study: Study, resources: dict[str, float]) -> float:
+    """How many trials the cluster runs at once."""
+    if study.resources.gpu > 0:
+        return resources.get("GPU", 0) / study.resources.gpu
+    return resources.get("CPU", 1) / study.resources.cpu
+
+
 def default_pipeline_limit(study: Study, resources: dict[str, float]) -> int:
     """Enough pipelines at once to fill every trial slot, plus one to fill the gaps while
     another moves between phases; more would only hold memory waiting."""
-    if study.resources.gpu > 0:
-        slots = resources.get("GPU", 0) / study.resources.gpu
-    else:
-        slots = resources.get("CPU", 1) / study.resources.cpu
-    return max(2, int(slots) // study.search.concurrency + 1)
+    return max(2, int(trial_slots(study, resources)) // study.search.concurrency + 1)
 
 
 def _print_outcomes(outcomes: list[dict[str, Any]], output: Path, tracking_uri: str, seconds: float) -> None:

@@ -1,39 +1,29 @@
-"""The progress board: where every pipeline stands, fed by Tune callbacks, printed by the driver
+"""The progress board: where every pipeline stands, sent by the study's Tune experiment, printed by the driver
 (`ProgressPrinter`): a line per pipeline when its counts change, each distinct trial error once,
 and the study's overall progress with an ETA, as a bar on a terminal (tqdm) and as plain lines
 otherwise (a Ray job's log)."""
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import time
 from typing import Any, TextIO
 
 import ray
-from ray import tune
 
 PROGRESS_ACTOR = "provpt-progress"
 
 
 @ray.remote(num_cpus=0)
 class Progress:
-    """Where every pipeline stands; the driver prints it."""
+    """Where every pipeline stands (`exchange.Exchange.snapshot`, sent by the study task); the driver prints it."""
 
     def __init__(self) -> None:
         self.state: dict[str, dict[str, Any]] = {}
 
-    def update(self, pipeline: str, phase: str, counts: dict[str, Any]) -> None:
-        """The counts of `pipeline`'s `phase`, now its current phase."""
-        entry = self.state.setdefault(pipeline, {})
-        entry["phase"] = phase
-        entry.setdefault("phases", {})[phase] = counts
-
-    def error(self, pipeline: str, cause: str) -> None:
-        """A trial failed past its retries: its cause, counted per pipeline."""
-        errors = self.state.setdefault(pipeline, {}).setdefault("errors", {})
-        errors[cause] = errors.get(cause, 0) + 1
+    def set(self, state: dict[str, dict[str, Any]]) -> None:
+        self.state = state
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self.state
@@ -47,56 +37,6 @@ def error_cause(trace: str) -> str:
     cause = causes[-1] if causes else (lines[-1] if lines else "unknown error")
     head, sep, rest = cause.partition(":")
     return f"{head.rsplit('.', 1)[-1]}{sep}{rest}"[:500]
-
-
-class ProgressCallback(tune.Callback):
-    """Counts the phase's trials for the progress board (found by name, so it survives restores)."""
-
-    def __init__(self, actor_name: str, pipeline: str, phase: str, total: int) -> None:
-        self.actor_name, self.pipeline, self.phase, self.total = actor_name, pipeline, phase, total
-        self.last = 0.0
-
-    def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        if time.monotonic() - self.last > 1.0:
-            self._send(trials)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._send(trials, ending=trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._send(trials, error=error_cause(trial.get_error() or ""), ending=trial)
-
-    def on_experiment_end(self, trials: list, **info) -> None:
-        self._send(trials)
-
-    def _send(self, trials: list, error: str | None = None, ending=None) -> None:
-        self.last = time.monotonic()
-        counts = phase_counts(trials, self.total, ending, failing=error is not None)
-        try:
-            board = ray.get_actor(self.actor_name)
-            board.update.remote(self.pipeline, self.phase, counts)
-            if error:
-                board.error.remote(self.pipeline, error)
-        except ValueError:  # no driver board (e.g. a bare restore): nothing to tell
-            pass
-
-
-def phase_counts(trials: list, total: int, ending=None, failing: bool = False) -> dict[str, Any]:
-    """A phase's counts from its Tune trials. `ending`: the trial a callback reports the end of
-    (failing: with an error); Tune changes its status only after the callbacks ran."""
-    scores = [t.last_result.get("val_acc") for t in trials if t.last_result]  # none before an evaluation
-    scores = [s for s in scores if isinstance(s, (int, float)) and not math.isnan(s)]
-    ended = [t is ending or t.status in ("TERMINATED", "ERROR") for t in trials]
-    failed = [
-        t.status == "ERROR" or (t is ending and failing) or (t.last_result or {}).get("failed") == 1 for t in trials
-    ]
-    return {
-        "ended": sum(ended),
-        "running": sum(t.status == "RUNNING" and not done for t, done in zip(trials, ended)),
-        "failed": sum(failed),
-        "total": max(total, len(trials)),
-        "best_val": max(scores) if scores else None,
-    }
 
 
 class ProgressPrinter:

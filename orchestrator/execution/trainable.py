@@ -1,13 +1,17 @@
 """The Ray Tune function trainable: one trial of provpt_core, tracked in MLflow.
 
-A worker process keeps the backbones and splits it loaded between its trials (`WARM`, a
-`provpt_core.WarmCache`): Tune reuses the process, each trial gets its own backbone copy.
+Every trial of a study runs in the same Tune experiment (`execution.exchange`), so Tune reuses
+a worker process for trial after trial, of any pipeline and phase; it keeps the backbones and
+splits it loaded (`WARM`, a `provpt_core.WarmCache`), each trial gets its own backbone copy.
+A trial's Tune config is its key, its phase's `PhaseContext` and its values.
 
 The trial knows its epoch, its prompt distribution and its prompts, so it logs them itself
 into its own MLflow run (keyed, so a retried or resumed trial re-attaches) and into its record
 in the study's output folder (`orchestrator.store.records`). A trial whose run
 already finished (the driver was killed after the trial ended but before Tune saved that)
-reports the recorded result instead of training again.
+reports the recorded result instead of training again. A trial saves its checkpoint every few
+epochs to `schema.checkpoint_file` (not Tune's: each driver run starts a new experiment), where
+a retry or the same trial in a resumed study continues from.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import json
 import math
 import os
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,21 +39,20 @@ from orchestrator.store.schema import (
     DISTRIBUTION_HISTORY,
     DISTRIBUTIONS_ARTIFACT,
     MLFLOW_RUN_ID,
+    OPTUNA_TRIAL_NUMBER,
     PROMPTS_ARTIFACT,
     RELOCATION_REWARD,
     SUMMARY_METRICS,
     TRIAL,
     TrialTags,
-    branch_trial_id,
+    checkpoint_file,
     phase_folder,
     run_name,
     snapshot_file,
-    trial_key,
 )
 from orchestrator.store.tracking import MAX_REASON, Tracker, code_version
 from provpt_core import Callback, DivergedError, FitResult, Trainer, TrialConfig, WarmCache, fit, flatten
 
-CHECKPOINT_FILE = "trial.pt"
 WARM = WarmCache()  # this worker process's backbones and splits
 
 
@@ -91,9 +93,9 @@ def trial_config(context: PhaseContext, values: dict[str, Any]) -> TrialConfig:
 
 
 def searched_values(values: dict[str, Any]) -> dict[str, Any]:
-    """The searched values of a trial's Tune config (a final trial's is only its seed, a
-    branch's its seed and branch point)."""
-    return {k: v for k, v in values.items() if k not in ("seed", "branch")}
+    """The searched values of a trial's values (a final trial's are only its seed, a branch's
+    its seed and branch point, a search trial's carry its Optuna number)."""
+    return {k: v for k, v in values.items() if k not in ("seed", "branch", "optuna_trial")}
 
 
 def config_hash(config: TrialConfig) -> str:
@@ -109,10 +111,10 @@ class ResultWriter:
         self.tracker, self.run_id, self.record = tracker, run_id, record
         self.key = ""
 
-    def start(self, key: str, tags: TrialTags, config: TrialConfig) -> None:
+    def start(self, key: str, tags: dict[str, Any], config: TrialConfig) -> None:
         self.key = key
         plain = config.to_dict()
-        self.record.start(key, self.run_id, tags.as_dict(), plain)
+        self.record.start(key, self.run_id, tags, plain)
         self.tracker.log(self.run_id, params=flatten(plain))
         self.tracker.client.log_dict(self.run_id, plain, CONFIG_ARTIFACT)
 
@@ -145,9 +147,9 @@ class ResultWriter:
 class TuneReporter(Callback):
     """Per-epoch metrics to the trial's stores and Tune, with a checkpoint every few epochs."""
 
-    def __init__(self, log: ResultWriter, checkpoint_every: int, clock: TrialClock) -> None:
+    def __init__(self, log: ResultWriter, checkpoint: Path, checkpoint_every: int, clock: TrialClock) -> None:
         self.log = log
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.clock = clock
         self.reward: float | None = None  # credited at this epoch's relocation
 
@@ -166,48 +168,42 @@ class TuneReporter(Callback):
         self.clock.add("training", metrics["epoch_seconds"])
         with self.clock.part("tracking"):
             self.log.epoch(epoch, metrics)
-        # an epoch without evaluation reports no val score (no placeholder reaches Tune, ASHA or
-        # Optuna: the driver turns off Tune's check that every result has the metric)
-        report = {**metrics, MLFLOW_RUN_ID: self.log.run_id}
         if epoch % self.checkpoint_every == 0 and epoch < trainer.config.train.epochs:
-            with self.clock.part("checkpoint"), tempfile.TemporaryDirectory() as folder:
-                trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
-        else:
-            tune.report(report)
+            with self.clock.part("checkpoint"):
+                trainer.save_checkpoint(self.checkpoint)
+        # an epoch without evaluation reports no val score (no placeholder reaches Tune, ASHA or
+        # Optuna: the study task turns off Tune's check that every result has the metric)
+        tune.report({**metrics, MLFLOW_RUN_ID: self.log.run_id})
 
 
-def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
-    """The trainable: `values` are the sampled search values (or the final phase's seed)."""
+def run_trial(config: dict[str, Any]) -> None:
+    """The trainable: `config` holds the trial's key, its phase's context and its values (the
+    sampled search values and Optuna number, or the final phase's seed and branch point)."""
     clock = TrialClock()
+    key, context, values = config["key"], config["context"], config["values"]
     torch.set_num_threads(context.threads)
-    config = trial_config(context, values)
-    trial_id = tune.get_context().get_trial_id()
+    trial = trial_config(context, values)
     with clock.part("tracking"):
         tracker = Tracker(context.tracking_uri, context.study)
-    point = values.get("branch")
-    if point is not None:
-        seed = values["seed"]
-        key = trial_key(context.study, context.task, context.method, context.phase, None, branch_trial_id(seed, **point))
-    else:
-        key = trial_key(context.study, context.task, context.method, context.phase, values.get("seed"), trial_id)
     tags = TrialTags(
         study=context.study,
         task=context.task,
         group=context.group,
         method=context.method,
         phase=context.phase,
-        seed=config.train.seed,
-        config_hash=config_hash(config),
+        seed=trial.train.seed,
+        config_hash=config_hash(trial),
         code_version=code_version(),
-        ray_trial_id=trial_id,
+        ray_trial_id=tune.get_context().get_trial_id(),
         ray_node_id=ray.get_runtime_context().get_node_id(),
         searched=json.dumps(searched_values(values), sort_keys=True),
         gpu_fraction=context.gpu_fraction,
         cpus=context.cpus,
-    )
+    ).as_dict()
+    if "optuna_trial" in values:
+        tags[OPTUNA_TRIAL_NUMBER] = values["optuna_trial"]
     with clock.part("tracking"):
-        run = tracker.run(key, key.split("/", 1)[1], TRIAL, parent=context.parent_run_id, tags=tags.as_dict())
+        run = tracker.run(key, run_name(key), TRIAL, parent=context.parent_run_id, tags=tags)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":
         recorded = {k: run.data.metrics.get(k) for k in SUMMARY_METRICS}
@@ -217,29 +213,28 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     folder = phase_folder(context.output, context.task, context.method, context.phase)
     log = ResultWriter(tracker, run_id, RecordFile(folder / f"{key.rsplit('/', 1)[1]}.jsonl"))
     with clock.part("tracking"):
-        log.start(key, tags, config)
-    checkpoint = tune.get_checkpoint()
-    callbacks: list[Callback] = [TuneReporter(log, context.checkpoint_every, clock)]
+        log.start(key, tags, trial)
+    checkpoint = checkpoint_file(context.output, key)
+    callbacks: list[Callback] = [TuneReporter(log, checkpoint, context.checkpoint_every, clock)]
     if context.snapshot_epochs:
-        folder = snapshot_file(context.output, context.task, context.method, config.train.seed, 0).parent
-        callbacks.append(Snapshots(folder, context.snapshot_epochs))
-    branch_from = None
-    if point is not None and checkpoint is None:
+        callbacks.append(Snapshots(snapshot_file(context.output, context.task, context.method, trial.train.seed, 0).parent, context.snapshot_epochs))
+    point, branch_from = values.get("branch"), None
+    if point is not None and not checkpoint.is_file():
         branch_from = snapshot_file(context.output, context.task, context.method, values["seed"], point["epoch"])
         if not branch_from.is_file():
             log.failed(f"branch: the final trial's checkpoint {branch_from} is missing (did seed {values['seed']} finish?)")
             tune.report({"val_acc": math.nan, "failed": 1, MLFLOW_RUN_ID: run_id})
             return
     try:
-        with checkpoint.as_directory() if checkpoint is not None else nullcontext() as saved:
-            resume_from = Path(saved) / CHECKPOINT_FILE if saved is not None else None
-            loaded = _loading_seconds()
-            result = fit(config, callbacks=callbacks, resume_from=resume_from, branch_from=branch_from, warm=WARM)
-            backbone, data = (after - before for after, before in zip(_loading_seconds(), loaded))
-            clock.add("backbone", backbone)
-            clock.add("data", data)
+        loaded = _loading_seconds()
+        resume_from = checkpoint if checkpoint.is_file() else None
+        result = fit(trial, callbacks=callbacks, resume_from=resume_from, branch_from=branch_from, warm=WARM)
+        backbone, data = (after - before for after, before in zip(_loading_seconds(), loaded))
+        clock.add("backbone", backbone)
+        clock.add("data", data)
     except DivergedError as err:
         log.failed(f"diverged: {err}")
+        checkpoint.unlink(missing_ok=True)
         tune.report({"val_acc": math.nan, "failed": 1, MLFLOW_RUN_ID: run_id})
         return
     except Exception as err:  # the cause goes to the trial's run and record; Tune retries or reports it
@@ -248,6 +243,7 @@ def run_trial(values: dict[str, Any], context: PhaseContext) -> None:
     summary = {name: getattr(result, name) for name in SUMMARY_METRICS}
     with clock.part("tracking"):
         log.finished(summary, result.epochs_completed, result)
+    checkpoint.unlink(missing_ok=True)
     clock.write(key)
     tune.report({**summary, "val_acc": result.final_val_acc, "epoch": result.epochs_completed, MLFLOW_RUN_ID: run_id})
 

@@ -1,7 +1,7 @@
 """A study's results as three typed parquet tables, read from MLflow or from the output folder.
 
 ``trials.parquet``, one row per trial:
-    trial (string): the trial's key, ``study/task/method/phase/seedN`` or ``.../<ray trial id>``
+    trial (string): the trial's key, ``study/task/method/phase/seedN``, ``.../trialN`` (Optuna number) or a branch id
     study, task, group, method, phase (string); seed (int64)
     status (string): FINISHED, FAILED (e.g. diverged), KILLED (stopped early or errored past
         its retries) or RUNNING; failure_reason (string, null)

@@ -31,7 +31,7 @@ RUNNING = "RUNNING"
 class RecordedTrial:
     """One trial as recorded, whichever store it was read from."""
 
-    key: str  # study/task/method/phase/(seedN | trial id)
+    key: str  # study/task/method/phase/(seedN | trialN | branch id)
     run_id: str  # the MLflow run
     status: str  # RUNNING, FINISHED, FAILED or KILLED
     tags: dict[str, str] = field(default_factory=dict)

@@ -27,7 +27,7 @@ def pipeline_key(study: str, task: str, method: str, phase: str) -> str:
 
 
 def trial_key(study: str, task: str, method: str, phase: str, seed: int | None, trial_id: str) -> str:
-    """Final trials are named by their seed, search trials by their Tune trial id."""
+    """Final trials are named by their seed, search trials by their Optuna number (`search_trial_id`)."""
     return f"{pipeline_key(study, task, method, phase)}/" + (f"seed{seed}" if seed is not None else trial_id)
 
 
@@ -90,6 +90,7 @@ DISTRIBUTION = "distribution"  # JSON: prompts per block at the end
 # ---------------------------------------------------------------- the output folder
 
 RECORDS = "records"
+CHECKPOINTS = "checkpoints"  # <task>/<method>/<phase>/<trial>.pt while a trial runs
 SELECTION_FILE = "selection.json"
 
 
@@ -100,6 +101,16 @@ def phase_folder(output: str | Path, task: str, method: str, phase: str) -> Path
 def snapshot_file(output: str | Path, task: str, method: str, seed: int, epoch: int) -> Path:
     """A final trial's full checkpoint after `epoch` epochs: where its branches start."""
     return Path(output) / "snapshots" / task / method / f"seed{seed}" / f"epoch{epoch}.pt"
+
+
+def search_trial_id(number: int) -> str:
+    return f"trial{number}"
+
+
+def checkpoint_file(output: str | Path, key: str) -> Path:
+    """A trial's latest checkpoint while it runs (removed once it finished): where a retry, or
+    the trial in a resumed study, continues."""
+    return Path(output) / CHECKPOINTS / f"{run_name(key)}.pt"
 
 
 def branch_trial_id(seed: int, epoch: int, target: int) -> str:
