@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from orchestrator.execution.progress import ProgressPrinter
 
 
@@ -62,16 +64,34 @@ def test_on_a_terminal_the_overall_progress_is_a_bar():
     assert "[a/vpt] search: 3/5 done" in text and "3/5" in text and "progress:" not in text
 
 
-def test_a_trial_reported_as_ending_counts_as_ended_though_tune_still_calls_it_running():
-    from types import SimpleNamespace
+def test_the_exchange_counts_each_phase_and_names_each_error_cause_once():
+    from concurrent.futures import Future
 
-    from orchestrator.execution.progress import phase_counts
+    from orchestrator.execution.exchange import Exchange, StudyAborted, TrialRequest
+    from ray.tune.search import Searcher
 
-    done = SimpleNamespace(status="TERMINATED", last_result={"val_acc": 0.4})
-    diverged = SimpleNamespace(status="TERMINATED", last_result={"val_acc": float("nan"), "failed": 1})
-    ending = SimpleNamespace(status="RUNNING", last_result={"val_acc": 0.6})
-    fresh = SimpleNamespace(status="PENDING", last_result={})
-    counts = phase_counts([done, diverged, ending, fresh], total=5, ending=ending)
-    assert counts == {"ended": 3, "running": 0, "failed": 1, "total": 5, "best_val": 0.6}
-    assert phase_counts([done, ending], total=2, ending=ending, failing=True)["failed"] == 1
-    assert phase_counts([done, ending], total=2)["running"] == 1  # no callback for it yet: running
+    exchange = Exchange("counts-test")
+    exchange.phase("a/vpt", "search", total=5, ended=1, failed=0, best=0.3)  # one ended in an earlier run
+    futures: list[Future] = []
+    for number, order in ((1, 1), (2, 0), (3, 1)):
+        request = TrialRequest(f"s/a/vpt/search/trial{number}", "a/vpt", "search", {"optuna_trial": number}, None, order)
+        futures.append(exchange.submit(request))
+    assert exchange.next_request().key.endswith("trial2")  # the earlier pipeline's first, then in order asked
+    assert exchange.next_request().key.endswith("trial1")
+    assert exchange.next_request().key.endswith("trial3")
+    for number in (1, 2, 3):
+        exchange.started(f"s/a/vpt/search/trial{number}")
+    exchange.result("s/a/vpt/search/trial1", {"val_acc": 0.6})
+    exchange.ended("s/a/vpt/search/trial1", {"val_acc": 0.6})
+    exchange.ended("s/a/vpt/search/trial2", {"val_acc": float("nan"), "failed": 1})
+    assert exchange.snapshot()["a/vpt"]["phases"]["search"] == {"ended": 3, "running": 1, "failed": 1, "total": 5, "best_val": 0.6}
+    exchange.ended("s/a/vpt/search/trial3", {}, error="Traceback ...\nValueError: bad lr")
+    state = exchange.snapshot()["a/vpt"]
+    assert state["errors"] == {"ValueError: bad lr": 1} and state["phases"]["search"]["failed"] == 2
+    assert futures[0].result().metrics == {"val_acc": 0.6} and futures[2].result().error.endswith("bad lr")
+    assert exchange.next_request() is None  # nothing waiting, more may come
+    late = exchange.submit(TrialRequest("s/a/vpt/final/seed0", "a/vpt", "final", {"seed": 0}, None, 1))
+    exchange.abort("stopped")
+    with pytest.raises(StudyAborted, match="stopped"):
+        late.result()
+    assert exchange.next_request() == Searcher.FINISHED

@@ -67,7 +67,6 @@ def test_plan_and_dry_run(tmp_path, monkeypatch):
     study = load_study(_write(tmp_path, MICRO))
     pipelines = make_plan(study)
     assert [p.key for p in pipelines] == ["mini_count/linear", "mini_count/provpt", "mini_loc/linear", "mini_loc/provpt"]
-    assert pipelines[1].experiment("final") == "mini_count__provpt__final"
     assert pipelines[1].base.data.task == "mini_count" and pipelines[1].base.method.num_prompts == 1 and pipelines[1].base.train.epochs == 2
     text = format_plan(study, pipelines, "/out", "sqlite:////out/mlflow.db")
     assert "4 pipelines (2 tasks x 2 methods)" in text
@@ -229,37 +228,58 @@ def test_selection_best_val_ties_to_smaller_lr_failed_ignored():
         select_best([records[2], records[4]])
 
 
-def test_search_tolerates_an_optuna_study_ahead_of_tune(tmp_path, monkeypatch):
-    """After a driver is killed, Tune may resume a trial whose Optuna twin already finished:
-    its repeated results must not crash the search."""
+def test_a_search_resumes_from_its_optuna_study(tmp_path, monkeypatch):
+    """A re-run after a killed driver: a trial Optuna was told is not run again, one it left
+    running is asked again under its key (it continues from its checkpoint), the rest of the
+    budget is asked anew; every trial is told its score (a diverged one: failed) with its
+    MLflow run, and the records come in Optuna's order."""
+    import threading
+
     import optuna
 
-    from ray.tune.search.optuna import OptunaSearch
-
-    from orchestrator.execution.tuning import ResumableOptunaSearch
+    from orchestrator.execution.exchange import Exchange
+    from orchestrator.execution.tuning import PipelineJob, optuna_name, run_search
 
     monkeypatch.setenv("PROVPT_CACHE", str(tmp_path))
-    provpt = make_plan(load_study(_write(tmp_path, MICRO)))[1]
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    searcher = ResumableOptunaSearch(
-        space=SearchSpace(provpt.method.search, provpt.base), metric="val_acc", mode="max",
-        study_name="s", storage=storage, seed=0, run_prefix="micro/t/provpt/search",
-    )
-    config = searcher.suggest("trial_a")
-    assert "train.lr" in config
-    optuna.load_study(study_name="s", storage=storage).tell(0, 0.5)  # Optuna closed it first
-    result = {"val_acc": 0.5, "training_iteration": 1, "mlflow_run_id": "abc"}
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        OptunaSearch.on_trial_result(searcher, "trial_a", result)  # the plain searcher crashes
-    searcher.on_trial_result("trial_a", result)
-    searcher.on_trial_complete("trial_a", result)
+    study = load_study(_write(tmp_path, MICRO.replace("search: {trials: 2,", "search: {trials: 4,")))
+    study = study.model_copy(update={"search": study.search.model_copy(update={"asha": None})})
+    linear = make_plan(study)[0]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    job = PipelineJob(linear, study, str(tmp_path / "out"), "sqlite:///unused.db", "study-run", storage)
+    earlier = optuna.create_study(study_name=optuna_name(job), storage=storage, direction="maximize")
+    told = earlier.ask({"train.lr": optuna.distributions.FloatDistribution(0.05, 0.5, log=True)})
+    earlier.tell(told, 0.5)
+    left = earlier.ask({"train.lr": optuna.distributions.FloatDistribution(0.05, 0.5, log=True)})
 
-    searcher.suggest("trial_b")  # a trial's first result, even without a score, names its MLflow run
-    searcher.on_trial_result("trial_b", {"training_iteration": 1, "mlflow_run_id": "run-b"})
-    searcher.on_trial_complete("trial_b", {"val_acc": 0.7, "training_iteration": 2, "mlflow_run_id": "run-b"})
-    second = optuna.load_study(study_name="s", storage=storage).trials[1]
-    assert second.value == 0.7
-    assert second.user_attrs == {"mlflow_run_id": "run-b", "mlflow_run_name": "t/provpt/search/trial_b"}
+    exchange = Exchange("resume-test")
+    asked = []
+
+    def tune_side() -> None:  # what the study's experiment does with each request
+        while len(asked) < 3:
+            request = exchange.next_request()
+            if request is None:
+                continue
+            asked.append(request)
+            diverged = request.values["optuna_trial"] == 2
+            metrics = {"val_acc": float("nan"), "failed": 1} if diverged else {"val_acc": 0.1 * len(asked)}
+            exchange.started(request.key)
+            exchange.ended(request.key, {**metrics, "mlflow_run_id": f"run-{request.values['optuna_trial']}"})
+
+    thread = threading.Thread(target=tune_side)
+    thread.start()
+    records = run_search(job, exchange, "search-run")
+    thread.join()
+
+    assert asked[0].key == "micro/mini_count/linear/search/trial1"
+    assert asked[0].values == {"train.lr": left.params["train.lr"], "optuna_trial": 1}
+    assert [r.values["optuna_trial"] for r in asked[1:]] == [2, 3]
+    assert [(r.number, r.trial.rsplit("/", 1)[1]) for r in records] == [(0, "trial0"), (1, "trial1"), (2, "trial2"), (3, "trial3")]
+    assert [r.val_acc for r in records] == [0.5, 0.1, None, pytest.approx(0.3)]
+    trials = optuna.load_study(study_name=optuna_name(job), storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[3].user_attrs == {"mlflow_run_id": "run-3", "mlflow_run_name": "mini_count/linear/search/trial3"}
+    counts = exchange.snapshot()["mini_count/linear"]["phases"]["search"]
+    assert counts == {"ended": 4, "running": 0, "failed": 1, "total": 4, "best_val": 0.5}
 
 
 def test_credentials_in_a_tracking_uri_stay_out_of_the_output_and_the_plan(tmp_path, monkeypatch, capsys):

@@ -37,10 +37,6 @@ class Pipeline:
     def key(self) -> str:
         return f"{self.task.name}/{self.method.key}"
 
-    def experiment(self, phase: str) -> str:
-        """The Tune experiment's (deterministic) name."""
-        return f"{self.task.name}__{self.method.key}__{phase}"
-
     @property
     def searches(self) -> bool:
         return bool(self.method.search)
