@@ -278,10 +278,11 @@ def run_study(study: Study, pipelines: list[Pipeline], output: Path, tracking_ur
         PipelineJob(pipeline, study, str(output), tracking_uri, study_run.info.run_id, optuna_storage, order)
         for order, pipeline in enumerate(pipelines)
     ]
-    env = {**STUDY_TASK_ENV, "TUNE_MAX_PENDING_TRIALS_PG": str(max(1, int(trial_slots(study, resources))))}
+    slots = max(1, int(trial_slots(study, resources)))
+    env = {**STUDY_TASK_ENV, "TUNE_MAX_PENDING_TRIALS_PG": str(slots)}
     printer = ProgressPrinter(sum(planned_trials(study, p.method, phase) for p in pipelines for phase in PHASES))
     start = time.monotonic()
-    task = run_study_trials.options(runtime_env={"env_vars": env}, scheduling_strategy=here).remote(jobs, limit, actor_name)
+    task = run_study_trials.options(runtime_env={"env_vars": env}, scheduling_strategy=here).remote(jobs, limit, slots, actor_name)
     try:
         while True:
             ready, _ = ray.wait([task], timeout=2.0)

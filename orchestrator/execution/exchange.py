@@ -14,6 +14,7 @@ the trials' records, MLflow runs, checkpoints and Optuna studies, not in Tune's 
 from __future__ import annotations
 
 import heapq
+import logging
 import itertools
 import math
 import threading
@@ -30,6 +31,7 @@ from ray.tune.search import Searcher
 
 from orchestrator.execution.progress import error_cause
 
+logger = logging.getLogger(__name__)
 _EXCHANGES: dict[str, Exchange] = {}  # Tune pickles its searcher and callbacks: they look the exchange up
 
 
@@ -247,11 +249,18 @@ def _error_text(trial) -> str:
 
 
 class PipelineScheduler(FIFOScheduler):
-    """ASHA on each pipeline's search trials apart (its own rungs); every other trial runs to its end."""
+    """ASHA on each pipeline's search trials apart (its own rungs); every other trial runs to its
+    end. It also keeps `warm_actors` trial actors alive between trials: Tune keeps a finished
+    trial's actor only while another trial is staged (or one actor, speculatively), but a
+    pipeline asks for its next trial only after the last one ended, so without this floor the
+    workers die at every gap and each new one costs a process start (seconds of imports, longer
+    than a short trial: Tune then hands its trial to the surviving actor and kills it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, warm_actors: int = 0) -> None:
         super().__init__()
         self.asha: dict[str, ASHAScheduler] = {}
+        self.warm_actors = warm_actors
+        self._floor_set = False
 
     def _asha(self, trial) -> ASHAScheduler | None:
         arguments = trial.config.get("asha")
@@ -263,6 +272,9 @@ class PipelineScheduler(FIFOScheduler):
         return self.asha[group]
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        if not self._floor_set:
+            self._floor_set = True
+            _keep_actors(tune_controller, trial.placement_group_factory, self.warm_actors)
         if (asha := self._asha(trial)) is not None:
             asha.on_trial_add(tune_controller, trial)
 
@@ -277,3 +289,16 @@ class PipelineScheduler(FIFOScheduler):
     def on_trial_remove(self, tune_controller, trial) -> None:
         if (asha := self._asha(trial)) is not None:
             asha.on_trial_remove(tune_controller, trial)
+
+
+def _keep_actors(wrapped_controller, resources, count: int) -> None:
+    """Raise the floor of Tune's actor cache for `resources` by `count` (Ray 2.x internals: the
+    controller's `_actor_cache`, an `_ObjectCache`; the experiment's end still empties it)."""
+    controller = getattr(wrapped_controller, "_tune_controller", wrapped_controller)
+    cache = getattr(controller, "_actor_cache", None)
+    if count <= 0:
+        return
+    if cache is None or not hasattr(cache, "increase_max"):
+        logger.warning("this Ray Tune has no actor cache to keep %d trial workers warm: workers may restart between trials", count)
+        return
+    cache.increase_max(resources, by=count)

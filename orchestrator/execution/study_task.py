@@ -24,7 +24,7 @@ from orchestrator.store.schema import run_name
 
 
 @ray.remote(num_cpus=0)
-def run_study_trials(jobs: list[PipelineJob], limit: int, board_actor: str) -> list[dict[str, Any]]:
+def run_study_trials(jobs: list[PipelineJob], limit: int, slots: int, board_actor: str) -> list[dict[str, Any]]:
     """Each pipeline's outcome (`pipeline.run_pipeline`), in the order of `jobs`."""
     study, output = jobs[0].study, jobs[0].output
     exchange = Exchange(f"{study.name}-{os.getpid()}-{time.time_ns()}")
@@ -37,7 +37,7 @@ def run_study_trials(jobs: list[PipelineJob], limit: int, board_actor: str) -> l
 
     threading.Thread(target=close_when_done, name="pipelines-done", daemon=True).start()
     try:
-        experiment(study, output, exchange.name, board_actor).fit()
+        experiment(study, output, exchange.name, board_actor, slots).fit()
     finally:  # an experiment that stopped early gives no more outcomes: the pipelines fail, naming why
         exchange.abort("the study's Tune experiment ended before this pipeline's trials did")
         pool.shutdown(wait=True)
@@ -51,15 +51,16 @@ def _pipeline(job: PipelineJob, exchange: Exchange) -> dict[str, Any]:
         return {"pipeline": job.pipeline.key, "failed": f"{type(err).__name__}: {err}"}
 
 
-def experiment(study: Study, output: str, exchange: str, board_actor: str) -> tune.Tuner:
+def experiment(study: Study, output: str, exchange: str, board_actor: str, slots: int) -> tune.Tuner:
     """The study's Tune experiment: one trainable and resource shape for every trial, so Tune
-    reuses its actors; a new experiment folder under <output>/tune for every driver run."""
+    reuses its actors, `slots` of them kept between trials; a new experiment folder under
+    <output>/tune for every driver run."""
     trainable = tune.with_resources(run_trial, {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=RequestSearcher(exchange),
-            scheduler=PipelineScheduler(),
+            scheduler=PipelineScheduler(warm_actors=slots),
             num_samples=-1,  # until the searcher says FINISHED: every pipeline ended
             reuse_actors=True,
             trial_name_creator=lambda trial: run_name(trial.config["key"]),
