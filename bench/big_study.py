@@ -6,7 +6,8 @@ For each size, writes a study of size / (search + seeds) pipelines (the 4 mini t
 labelled linear probes) whose trials are trivial (one epoch of a linear head on cached
 features: a fraction of a second of training), runs it with a local Ray like any study with
 $PROVPT_TRIAL_TIMINGS set (orchestrator/execution/timing.py), samples once a second the
-resident memory of the driver and of everything it started, and prints: trials, wall time,
+resident memory of the driver, of the control plane (the study task, where Tune's controller
+keeps every trial) and of everything the driver started, and prints: trials, wall time,
 trials per minute, the per-trial overhead ((slots x wall - summed fit time) / trials), where
 a trial's slot-seconds go (worker start, scheduling, tracking, backbone, data, checkpoint,
 training, the rest), and a table of the peak memory per size, so growth can be seen.
@@ -74,13 +75,19 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def is_control_plane(pid: int) -> bool:
+    """The study task (`orchestrator/execution/study_task.py`): Ray titles it after its function."""
+    return b"run_study_trials" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS of the driver alone and of the driver with all its descendants."""
+    """Peak RSS of the driver alone, of the control plane (the study task: pipelines and Tune's
+    controller, which holds every trial), and of the driver with all its descendants."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
-        self.peak_driver = self.peak_total = 0
+        self.peak_driver = self.peak_control = self.peak_total = 0
         self.running = True
 
     def run(self) -> None:
@@ -92,7 +99,10 @@ class MemorySampler(threading.Thread):
             total = driver
             for child in descendants(self.pid):
                 try:
-                    total += rss_bytes(child)
+                    rss = rss_bytes(child)
+                    total += rss
+                    if is_control_plane(child):
+                        self.peak_control = max(self.peak_control, rss)
                 except OSError:
                     pass
             self.peak_driver, self.peak_total = max(self.peak_driver, driver), max(self.peak_total, total)
@@ -173,10 +183,10 @@ def main() -> None:
         workers = len({line["pid"] for line in run["timings"]})
         print(f"  worker processes: {workers}; output {run['work'] / 'out'}")
         sampler = run["sampler"]
-        rows.append((n, wall, (slots * wall - useful) / n, sampler.peak_driver, sampler.peak_total))
-    print("\ntrials   wall (min)   overhead (slot-s/trial)   driver peak RSS (MB)   driver + Ray + workers (MB)")
-    for n, wall, overhead, driver, total in rows:
-        print(f"{n:6d}   {wall / 60:10.1f}   {overhead:23.2f}   {driver / 2**20:20.0f}   {total / 2**20:27.0f}")
+        rows.append((n, wall, (slots * wall - useful) / n, sampler.peak_driver, sampler.peak_control, sampler.peak_total))
+    print("\ntrials   wall (min)   overhead (slot-s/trial)   peak RSS (MB): driver   control plane   driver + Ray + workers")
+    for n, wall, overhead, driver, control, total in rows:
+        print(f"{n:6d}   {wall / 60:10.1f}   {overhead:23.2f}   {driver / 2**20:21.0f}   {control / 2**20:13.0f}   {total / 2**20:22.0f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from services import kill_processes_using
 
+from orchestrator.execution.timing import TIMINGS_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 
@@ -49,7 +51,8 @@ def analysed(tmp_path_factory, shared_cache):
     study_file = work / "analyses.yaml"
     study_file.write_text(yaml.safe_dump(STUDY))
     output = work / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(shared_cache), "PROVPT_RAY_TMP": str(ray_temp), "RAY_ADDRESS": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROVPT_CACHE": str(shared_cache), "PROVPT_RAY_TMP": str(ray_temp), "RAY_ADDRESS": "",
+           TIMINGS_ENV: str(work / "timings.jsonl")}
     command = [sys.executable, "-m", "orchestrator.run", str(study_file), "--output", str(output), "--num-cpus", "2"]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -103,3 +106,16 @@ def test_fidelity_and_rewards_reach_both_stores_and_their_tables(analysed, tmp_p
     for table in ("fidelity", "rewards"):
         assert (results / "tables" / f"{table}.md").read_bytes() == (tmp_path / "tables" / f"{table}.md").read_bytes()
     assert (results / "figures" / "fidelity_provpt.png").exists() and (results / "figures" / "rewards.png").exists()
+
+
+def test_trial_workers_outlive_phases_and_pipelines(analysed):
+    """Every trial of the study runs in one Tune experiment that keeps its workers: the five
+    trials (two pipelines' final trials, then the branch phase) run in at most two worker
+    processes (two slots), and a worker runs trials of more than one pipeline or phase."""
+    lines = [json.loads(line) for line in (analysed.parent / "timings.jsonl").read_text().splitlines()]
+    assert len(lines) == 5
+    groups: dict[int, set[str]] = {}
+    for line in lines:
+        groups.setdefault(line["pid"], set()).add(line["trial"].rsplit("/", 1)[0])
+    assert len(groups) <= 2, groups
+    assert max(len(g) for g in groups.values()) >= 2, groups

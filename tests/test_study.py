@@ -261,7 +261,7 @@ def test_a_search_resumes_from_its_optuna_study(tmp_path, monkeypatch):
                 continue
             asked.append(request)
             diverged = request.values["optuna_trial"] == 2
-            metrics = {"val_acc": float("nan"), "failed": 1} if diverged else {"val_acc": 0.1 * len(asked)}
+            metrics = {"val_acc": float("nan"), "failed": 1} if diverged else {"val_acc": 0.1 * len(asked), "epoch": 2}
             exchange.started(request.key)
             exchange.ended(request.key, {**metrics, "mlflow_run_id": f"run-{request.values['optuna_trial']}"})
 
@@ -278,6 +278,7 @@ def test_a_search_resumes_from_its_optuna_study(tmp_path, monkeypatch):
     trials = optuna.load_study(study_name=optuna_name(job), storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
     assert trials[3].user_attrs == {"mlflow_run_id": "run-3", "mlflow_run_name": "mini_count/linear/search/trial3"}
+    assert trials[3].intermediate_values == {2: pytest.approx(0.3)} and trials[2].intermediate_values == {}
     counts = exchange.snapshot()["mini_count/linear"]["phases"]["search"]
     assert counts == {"ended": 4, "running": 0, "failed": 1, "total": 4, "best_val": 0.5}
 

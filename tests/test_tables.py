@@ -242,11 +242,11 @@ def test_a_trial_killed_between_its_two_writes_reads_the_same_from_both_stores(t
     run_id = tracker.run(key, "t/m/final/seed1", "trial", tags={"seed": 1}).info.run_id
     record = RecordFile(tmp_path / "records" / "t" / "m" / "final" / "seed1.jsonl")
     first = ResultWriter(tracker, run_id, record)
-    first.start(key, TAGS, TrialConfig())
+    first.start(key, TAGS.as_dict(), TrialConfig())
     first.epoch(1, {"epoch": 1, "train_loss": 0.9})
     record.epoch(2, {"train_loss": 0.8})  # killed after the record's write, before MLflow's
     retry = ResultWriter(tracker, run_id, record)  # restored from the epoch-1 checkpoint
-    retry.start(key, TAGS, TrialConfig())
+    retry.start(key, TAGS.as_dict(), TrialConfig())
     retry.epoch(2, {"epoch": 2, "train_loss": 0.6})
     retry.failed("stopped here")
     (from_records,) = from_output(tmp_path).trials

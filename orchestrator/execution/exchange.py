@@ -45,7 +45,7 @@ class TrialRequest:
     pipeline: str
     phase: str
     values: dict[str, Any]  # what the trainable gets besides its context: searched values, seed, branch
-    context: Any  # the phase's execution.trainable.PhaseContext
+    context: Any  # the phase's execution.context.PhaseContext
     order: int  # the pipeline's place in the plan: earlier pipelines' trials start first
     asha: dict[str, Any] | None = None  # ASHAScheduler's arguments, for a search with ASHA
 
@@ -56,6 +56,7 @@ class TrialOutcome:
     values: dict[str, Any]
     metrics: dict[str, Any]  # the trial's last result (a stopped trial: its last epoch's)
     error: str | None = None  # the error trace of a trial that failed past its retries
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> val score, as it was reported
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Exchange:
         self._waiting: list[tuple[int, int, TrialRequest]] = []
         self._count = itertools.count()
         self._asked: dict[str, tuple[TrialRequest, Future]] = {}
+        self._curves: dict[str, dict[int, float]] = {}
         self._closed = False
         self.aborted: str | None = None
         self.phases: dict[str, dict[str, PhaseCounts]] = {}
@@ -144,12 +146,16 @@ class Exchange:
             if entry is not None:
                 counts = self._counts(entry[0])
                 counts.best_val = score if counts.best_val is None else max(counts.best_val, score)
+                step = int(metrics.get("epoch", metrics.get("training_iteration", 0)))
+                self._curves.setdefault(key, {}).setdefault(step, float(score))
 
     def ended(self, key: str, metrics: dict[str, Any], error: str | None = None) -> None:
+        self.result(key, metrics)
         with self._lock:
             entry = self._asked.pop(key, None)
             if entry is None:
                 return
+            curve = self._curves.pop(key, {})
             request, future = entry
             counts = self._counts(request)
             counts.running.discard(key)
@@ -160,9 +166,7 @@ class Exchange:
                 cause = error_cause(error)
                 causes = self.errors.setdefault(request.pipeline, {})
                 causes[cause] = causes.get(cause, 0) + 1
-        if metrics.get("val_acc") is not None:
-            self.result(key, metrics)
-        future.set_result(TrialOutcome(key, request.values, dict(metrics), error))
+        future.set_result(TrialOutcome(key, request.values, dict(metrics), error, curve))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """The progress board's state (`progress.ProgressPrinter.update`)."""

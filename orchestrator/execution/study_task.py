@@ -17,7 +17,6 @@ from ray import tune
 
 from orchestrator.execution.exchange import Exchange, ExchangeCallback, PipelineScheduler, RequestSearcher
 from orchestrator.execution.pipeline import run_pipeline
-from orchestrator.execution.trainable import run_trial
 from orchestrator.execution.tuning import PipelineJob
 from orchestrator.spec.study import Study
 from orchestrator.store.schema import run_name
@@ -44,6 +43,13 @@ def run_study_trials(jobs: list[PipelineJob], limit: int, slots: int, board_acto
     return [future.result() for future in futures]
 
 
+def provpt_trial(config: dict[str, Any]) -> None:
+    """Tune's trainable: the trial's code (torch, timm) is imported in the trial workers only."""
+    from orchestrator.execution.trainable import run_trial
+
+    run_trial(config)
+
+
 def _pipeline(job: PipelineJob, exchange: Exchange) -> dict[str, Any]:
     try:
         return run_pipeline(job, exchange)
@@ -55,7 +61,7 @@ def experiment(study: Study, output: str, exchange: str, board_actor: str, slots
     """The study's Tune experiment: one trainable and resource shape for every trial, so Tune
     reuses its actors, `slots` of them kept between trials; a new experiment folder under
     <output>/tune for every driver run."""
-    trainable = tune.with_resources(run_trial, {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    trainable = tune.with_resources(provpt_trial, {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

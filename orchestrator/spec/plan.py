@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 
 from orchestrator.spec.study import MethodEntry, Study
-from provpt_core import METHODS, TaskSpec, TrialConfig, backbone_depth
+from provpt_core import TaskSpec, TrialConfig
 
 # Training images per second of one trial, for the estimate only: measured where noted,
 # assumed otherwise. Evaluation counts a third of a training image.
@@ -56,6 +56,8 @@ def branch_points(method: MethodEntry, base: TrialConfig) -> list[tuple[int, int
 
 @functools.lru_cache(maxsize=None)
 def depth(backbone: str) -> int:
+    from provpt_core import backbone_depth  # timm: only for a study with branches
+
     return backbone_depth(backbone)
 
 
@@ -84,6 +86,8 @@ def trial_seconds(study: Study, pipeline: Pipeline, phase: str) -> float:
     device = "gpu" if study.resources.gpu > 0 else "cpu"
     rate = THROUGHPUT.get((config.backbone.name, device), DEFAULT_THROUGHPUT[device])
     fit_split, score_split = pipeline.task.search_splits if phase == "search" else pipeline.task.final_splits
+    from provpt_core import METHODS  # the methods' code (torch): only for the estimate
+
     method = METHODS[pipeline.method.name]
     epochs = config.train.epochs
     if phase == "branch":
