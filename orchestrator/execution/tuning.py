@@ -101,29 +101,29 @@ def run_search(job: PipelineJob, exchange: Exchange, parent_run_id: str) -> list
     scores = [t.value for t in told if t.state == optuna.trial.TrialState.COMPLETE]
     exchange.phase(pipeline.key, "search", budget, len(told), failed, max(scores, default=None))
     records = [_record(job, t.number, t.params, t.value if t.state == optuna.trial.TrialState.COMPLETE else None) for t in told]
-    running: dict[Future, tuple[optuna.Trial, set[int]]] = {}
+    running: dict[Future, optuna.Trial] = {}
 
-    def ask(trial: optuna.Trial, values: dict[str, Any], reported: set[int]) -> None:
+    def ask(trial: optuna.Trial, values: dict[str, Any]) -> None:
         key = _key(job, "search", search_trial_id(trial.number))
         request = TrialRequest(key, pipeline.key, "search", {**values, "optuna_trial": trial.number}, context, job.order, asha)
-        running[exchange.submit(request)] = (trial, reported)
+        running[exchange.submit(request)] = trial
 
     while True:
         while len(running) < study.search.concurrency and (rerun or len(records) + len(running) < budget):
             if rerun:  # asked by an earlier run that did not see it end: the same trial again
                 frozen = rerun.pop(0)
-                ask(optuna.trial.Trial(optuna_study, frozen._trial_id), frozen.params, set(frozen.intermediate_values))
+                ask(optuna.trial.Trial(optuna_study, frozen._trial_id), frozen.params)
             else:
                 trial = optuna_study.ask()
                 space(trial)
-                ask(trial, trial.params, set())
+                ask(trial, trial.params)
         if not running:
             break
         for future in _first_done(running):
-            trial, reported = running.pop(future)
+            trial = running.pop(future)
             outcome = future.result()
             score = _score(outcome)
-            _tell(optuna_study, trial, score, outcome, reported)
+            _tell(optuna_study, trial, score, outcome)
             records.append(_record(job, trial.number, _searched(outcome.values), score))
     return sorted(records, key=lambda r: r.number)
 
@@ -154,7 +154,7 @@ def run_trials(job: PipelineJob, exchange: Exchange, phase: str, parent_run_id: 
     return outcomes + [future.result() for future in futures]
 
 
-def _first_done(running: dict[Future, Any]) -> Iterable[Future]:
+def _first_done(running: dict[Future, optuna.Trial]) -> Iterable[Future]:
     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
     return done
 
@@ -176,12 +176,11 @@ def _score(outcome: TrialOutcome) -> float | None:
     return float(score)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, score: float | None, outcome: TrialOutcome, reported: set[int]) -> None:
-    """Tell Optuna the score, after the val scores of its epochs (those not `reported` by an
-    earlier run), with the trial's MLflow run as user attributes (every tool names it the same)."""
+def _tell(study: optuna.Study, trial: optuna.Trial, score: float | None, outcome: TrialOutcome) -> None:
+    """Tell Optuna the score, after the val scores of its epochs (a step an earlier run reported
+    Optuna keeps), with the trial's MLflow run as user attributes (every tool names it the same)."""
     for step, value in sorted(outcome.curve.items()):
-        if step not in reported:
-            trial.report(value, step)
+        trial.report(value, step)
     run_id = outcome.metrics.get(MLFLOW_RUN_ID)
     if run_id is not None:
         trial.set_user_attr(MLFLOW_RUN_ID, run_id)
